@@ -1,0 +1,43 @@
+# Two commands: `make demo` (the main job) and `make test`. Each sets up what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+# torch is pinned: an unpinned torch pulls several GB of CUDA packages; 2.13.0 is a local CPU wheel here.
+TORCH := torch==2.13.0
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast venv data clean
+
+demo: $(STAMP) data
+	$(PY) examples/plain_loop.py
+
+test: $(STAMP) data
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+venv: $(STAMP)
+
+$(STAMP):
+	@$(PYTHON) -c "import venv, ensurepip" 2>/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[harness,dev]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist package (IDX files, offline).
+data:
+	@if [ -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ] || [ -n "$$LSTSD_DATA" ]; then :; else \
+		echo "installing Fashion-MNIST (Debian package dataset-fashion-mnist)"; \
+		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist) \
+		|| echo "could not install dataset-fashion-mnist: set LSTSD_DATA to a folder with the Fashion-MNIST .gz files"; \
+	fi
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

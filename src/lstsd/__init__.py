@@ -1,0 +1,21 @@
+"""lstsd: Long Short-Term Sample Distillation (Jiang et al., AAAI 2020) for PyTorch.
+
+The core library (this package without :mod:`lstsd.harness`) needs only torch and numpy:
+
+* :class:`LSTSD`, the training policy of Algorithm 1, a drop-in object for any training loop;
+* :class:`SoftTargetBank`, the per-sample soft-target store behind it;
+* :mod:`lstsd.losses`, the distillation KL with temperature;
+* :mod:`lstsd.methods`, the shared method interface and the registry of baselines;
+* :class:`lstsd.data.IndexedDataset`, which makes a data set yield each sample's index.
+"""
+
+from . import losses, methods
+from .bank import SoftTargetBank
+from .data import IndexedDataset
+from .losses import distillation_kl
+from .methods import LSTSD, Method, available_methods, create_method, register_method
+
+__version__ = "0.1.0"
+
+__all__ = ["LSTSD", "IndexedDataset", "Method", "SoftTargetBank", "available_methods", "create_method",
+           "distillation_kl", "losses", "methods", "register_method", "__version__"]

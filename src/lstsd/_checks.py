@@ -1,0 +1,110 @@
+"""Input validation shared by the banks and the methods.
+
+Every check that needs the values of a tensor (ranges, duplicates, finiteness) is folded into a
+single host synchronisation, so validating a batch on CUDA costs one sync rather than one per check.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def check_indices(indices: object, num_samples: int, *, batch_size: int | None = None,
+                  allow_repeats: bool = False, name: str = "indices") -> torch.Tensor:
+    """Check that ``indices`` can address rows of an ``num_samples``-row bank; return it as int64.
+
+    Raises:
+        ValueError: ``indices`` is not a 1-D integer tensor, its length differs from
+            ``batch_size``, a value is outside ``[0, num_samples)``, or (unless ``allow_repeats``)
+            an index appears twice.
+    """
+    if not isinstance(indices, torch.Tensor):
+        raise ValueError(
+            f"{name} must be a 1-D integer torch.Tensor of sample indices, got {type(indices).__name__}; "
+            "wrap your data set in lstsd.data.IndexedDataset so that each batch carries its samples' indices")
+    if indices.dtype not in _INTEGER_DTYPES:
+        raise ValueError(
+            f"{name} must hold integers (sample indices), got dtype {indices.dtype}; did you pass the "
+            "inputs or the logits where the indices belong? Use the third element that "
+            "lstsd.data.IndexedDataset yields")
+    if indices.dim() != 1:
+        raise ValueError(f"{name} must be 1-D (one index per sample), got shape {tuple(indices.shape)}")
+    if batch_size is not None and indices.numel() != batch_size:
+        raise ValueError(
+            f"{name} has {indices.numel()} entries but the batch has {batch_size} samples; "
+            "pass one index per row of the logits")
+    if indices.numel() == 0:
+        return indices.long()
+    lo, hi = indices.min(), indices.max()
+    repeated = (torch.unique(indices).numel() != indices.numel()) if not allow_repeats else False
+    lo_v, hi_v = torch.stack([lo.long(), hi.long()]).tolist()  # one sync for both bounds
+    if lo_v < 0 or hi_v >= num_samples:
+        bad = lo_v if lo_v < 0 else hi_v
+        raise ValueError(
+            f"{name} contains {bad}, outside [0, {num_samples}); the policy was built with "
+            f"num_samples={num_samples}: pass len(train_set) and index samples from 0")
+    if repeated:
+        raise ValueError(
+            f"{name} repeats a sample within one batch; each sample may be written once per batch "
+            "(use a sampler without replacement, or de-duplicate the batch)")
+    return indices.long()
+
+
+def check_probabilities(probs: object, rows: int, num_classes: int, *, name: str = "probs") -> None:
+    """Check that ``probs`` is a finite ``rows × num_classes`` tensor whose rows sum to 1.
+
+    The tolerance on the row sums depends on the dtype: 1e-3 for fp32/fp64, 2e-2 for fp16/bf16.
+    """
+    if not isinstance(probs, torch.Tensor) or not probs.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point torch.Tensor, got "
+                         f"{getattr(probs, 'dtype', type(probs).__name__)}")
+    if tuple(probs.shape) != (rows, num_classes):
+        raise ValueError(f"{name} must have shape ({rows}, {num_classes}) (one probability row per index), "
+                         f"got {tuple(probs.shape)}")
+    if probs.numel() == 0:
+        return
+    tolerance = 1e-3 if probs.dtype in (torch.float32, torch.float64) else 2e-2
+    values = probs.float()
+    finite = torch.isfinite(values).all()
+    sums = values.sum(dim=1)
+    worst = (sums - 1).abs().max()
+    negative = (values < 0).any()
+    finite_v, worst_v, negative_v = torch.stack(
+        [finite.float(), worst.nan_to_num(float("inf")), negative.float()]).tolist()
+    if not finite_v:
+        raise ValueError(f"{name} contains NaN or infinite values; the model's outputs diverged "
+                         "(lower the learning rate or check the inputs)")
+    if negative_v:
+        raise ValueError(f"{name} contains negative values: pass probabilities (softmax outputs), not logits")
+    if worst_v > tolerance:
+        raise ValueError(f"{name} rows must sum to 1 (largest deviation {worst_v:.3g} > {tolerance}): "
+                         "pass softmax(logits), not logits or log-probabilities")
+
+
+def check_logits(logits: object, *, name: str = "logits", num_classes: int | None = None) -> torch.Tensor:
+    """Check that ``logits`` is a floating-point ``batch × num_classes`` tensor."""
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point torch.Tensor, got "
+                         f"{getattr(logits, 'dtype', type(logits).__name__)}")
+    if logits.dim() != 2:
+        raise ValueError(f"{name} must have shape (batch, num_classes), got {tuple(logits.shape)}")
+    if num_classes is not None and logits.shape[1] != num_classes:
+        raise ValueError(f"{name} has {logits.shape[1]} classes but the policy was built with "
+                         f"num_classes={num_classes}")
+    return logits
+
+
+def check_targets(targets: object, batch_size: int, num_classes: int) -> torch.Tensor:
+    """Check that ``targets`` holds one class index in ``[0, num_classes)`` per sample."""
+    if not isinstance(targets, torch.Tensor) or targets.dtype not in _INTEGER_DTYPES:
+        raise ValueError(f"targets must be an integer tensor of class indices, got "
+                         f"{getattr(targets, 'dtype', type(targets).__name__)}")
+    if tuple(targets.shape) != (batch_size,):
+        raise ValueError(f"targets must have shape ({batch_size},) to match the logits, got {tuple(targets.shape)}")
+    if batch_size:
+        lo, hi = torch.stack([targets.min().long(), targets.max().long()]).tolist()
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"targets contain class {lo if lo < 0 else hi}, outside [0, {num_classes})")
+    return targets

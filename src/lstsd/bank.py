@@ -1,0 +1,135 @@
+"""Per-sample soft-target storage: the ``z^S`` and ``z^L`` vectors of the paper.
+
+LSTSD (Method section, "Short-Term Teacher" / "Long-Term Teacher") stores, for every training
+sample, the probability distribution the network produced when that sample was last used for an
+update, "instead of saving θ". :class:`SoftTargetBank` is that store: an ``N × C`` tensor plus a
+per-row mask saying whether a row was ever written, so that no sample is ever distilled toward an
+uninitialised row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ._checks import check_indices, check_probabilities
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+class SoftTargetBank:
+    """An ``num_samples × num_classes`` store of soft targets with a per-row "recorded" mask.
+
+    Targets are stored in ``dtype`` (fp16 by default: 50,000 × 100 CIFAR-100 targets take 10 MB)
+    and returned as float32. Rows never written are reported as not recorded by :meth:`read`.
+
+    Args:
+        num_samples: number of training samples N (rows).
+        num_classes: number of classes C (columns).
+        dtype: storage dtype, one of ``torch.float32``, ``torch.float16``, ``torch.bfloat16``.
+        device: where the store lives; keep it on the model's device (see :meth:`to`).
+        validate: check every write/read (index range, repeats, shapes, finiteness, row sums).
+            Each check costs one host synchronisation on CUDA; callers that produce indices and
+            probabilities themselves (the methods in this package) validate once and may turn
+            this off.
+
+    Example:
+        >>> bank = SoftTargetBank(num_samples=4, num_classes=3)
+        >>> bank.write(torch.tensor([2, 0]), torch.tensor([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]]))
+        >>> targets, recorded = bank.read(torch.tensor([0, 1]))
+        >>> recorded.tolist()
+        [True, False]
+    """
+
+    def __init__(self, num_samples: int, num_classes: int, dtype: torch.dtype = torch.float16,
+                 device: torch.device | str | None = None, *, validate: bool = True) -> None:
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int (the training-set size), got {num_samples!r}")
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        if dtype not in _DTYPES.values():
+            raise ValueError(f"dtype must be one of torch.float32, torch.float16, torch.bfloat16, got {dtype}")
+        self.num_samples = num_samples
+        self.num_classes = num_classes
+        self.dtype = dtype
+        self.validate = validate
+        self.targets = torch.zeros(num_samples, num_classes, dtype=dtype, device=device)
+        self.recorded = torch.zeros(num_samples, dtype=torch.bool, device=device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.targets.device
+
+    def to(self, device: torch.device | str) -> "SoftTargetBank":
+        """Move the store to ``device`` (in place) and return ``self``."""
+        self.targets = self.targets.to(device)
+        self.recorded = self.recorded.to(device)
+        return self
+
+    def write(self, indices: torch.Tensor, probs: torch.Tensor) -> None:
+        """Record ``probs[k]`` as the soft target of sample ``indices[k]`` (overwriting it).
+
+        Raises:
+            ValueError: (when ``validate``) indices not a 1-D integer tensor, out of
+                ``[0, num_samples)`` or repeated; ``probs`` not ``len(indices) × num_classes``,
+                not finite, or rows not summing to 1.
+        """
+        if self.validate:
+            indices = check_indices(indices, self.num_samples)
+            check_probabilities(probs, indices.numel(), self.num_classes)
+        indices = indices.to(self.device)
+        self.targets[indices] = probs.detach().to(device=self.device, dtype=self.dtype)
+        self.recorded[indices] = True
+
+    def read(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(targets, recorded)`` for ``indices``: float32 ``B × C`` and bool ``B``.
+
+        Rows that were never written come back as zeros with ``recorded`` False.
+        """
+        if self.validate:
+            indices = check_indices(indices, self.num_samples, allow_repeats=True)
+        indices = indices.to(self.device)
+        return self.targets[indices].float(), self.recorded[indices]
+
+    def reset(self) -> None:
+        """Forget every recorded target."""
+        self.targets.zero_()
+        self.recorded.zero_()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The store and the metadata :meth:`load_state_dict` checks against."""
+        return {"num_samples": self.num_samples, "num_classes": self.num_classes,
+                "dtype": _dtype_name(self.dtype), "targets": self.targets.clone(),
+                "recorded": self.recorded.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; refuse one from a bank of another N, C or dtype.
+
+        Raises:
+            ValueError: the saved bank has a different number of samples, classes or dtype, or
+                the state is malformed.
+        """
+        missing = {"num_samples", "num_classes", "dtype", "targets", "recorded"} - set(state)
+        if missing:
+            raise ValueError(f"not a SoftTargetBank state_dict: missing {sorted(missing)}")
+        mine = (self.num_samples, self.num_classes, _dtype_name(self.dtype))
+        theirs = (state["num_samples"], state["num_classes"], state["dtype"])
+        for what, a, b in zip(("num_samples", "num_classes", "dtype"), mine, theirs):
+            if a != b:
+                raise ValueError(
+                    f"cannot load a soft-target bank saved with {what}={b} into one with {what}={a}: "
+                    "the checkpoint comes from a run with another training set, class count or bank dtype")
+        targets, recorded = state["targets"], state["recorded"]
+        if tuple(targets.shape) != (self.num_samples, self.num_classes) or tuple(recorded.shape) != (self.num_samples,):
+            raise ValueError("corrupt soft-target bank state: tensor shapes do not match its metadata")
+        self.targets.copy_(targets)
+        self.recorded.copy_(recorded)
+
+    def __repr__(self) -> str:
+        return (f"SoftTargetBank(num_samples={self.num_samples}, num_classes={self.num_classes}, "
+                f"dtype={self.dtype}, device={self.device})")

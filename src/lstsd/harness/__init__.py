@@ -1,0 +1,1 @@
+"""Research harness for lstsd: datasets, models, training loops and experiment tooling."""

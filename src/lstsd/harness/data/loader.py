@@ -1,0 +1,161 @@
+"""An in-memory loader that yields ``(x, y, index)`` batches, stateless by epoch.
+
+LSTSD keeps per-sample soft-target banks, so every batch carries the row index of each
+sample in its split. The whole split lives on the target device; a batch is a gather.
+
+Shuffling and augmentation depend only on ``(seed, epoch)``: call ``set_epoch(epoch)``
+before each epoch (as with ``DistributedSampler``) and a run resumed at epoch ``k``
+sees exactly the batches it would have seen, without saving any generator state.
+
+Example:
+    >>> import torch
+    >>> from lstsd.harness.data import TensorSplit
+    >>> split = TensorSplit(torch.randn(10, 1, 8, 8), torch.arange(10) % 2)
+    >>> loader = IndexedTensorLoader(split, batch_size=4, seed=0)
+    >>> loader.set_epoch(3)
+    >>> [len(idx) for _, _, idx in loader]
+    [4, 4, 2]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .splits import Features, TensorSplit
+
+__all__ = ["IndexedTensorLoader", "epoch_seed"]
+
+_PERMUTATION_STREAM = 0
+_AUGMENTATION_STREAM = 1
+
+
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """A 63-bit seed derived from ``(seed, epoch, stream)`` without collisions in practice.
+
+    Uses numpy's ``SeedSequence`` hashing, so e.g. ``(0, 1)`` and ``(1, 0)`` differ.
+
+    Example:
+        >>> epoch_seed(0, 1, 0) != epoch_seed(1, 0, 0)
+        True
+    """
+    state = np.random.SeedSequence([int(seed), int(epoch), int(stream)]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+class IndexedTensorLoader:
+    """Batches of ``(x, y, index)`` from a :class:`TensorSplit`, held once on ``device``.
+
+    Args:
+        split: the data; features are a tensor or a dict of tensors (sliced together).
+        batch_size: samples per batch (>= 1).
+        shuffle: draw a fresh permutation each epoch (from ``(seed, epoch)``).
+        drop_last: drop the final incomplete batch.
+        seed: base seed (>= 0) of the permutation and augmentation generators.
+        device: where the data and the batches live (default: where the split is).
+        transform: ``f(x, generator) -> x`` applied to each batch of tensor features
+            (e.g. :func:`random_crop_flip`); receives the epoch's augmentation generator
+            on ``device``. Not allowed with dict features.
+        memory_format: memory format of 4-D feature tensors (e.g. ``torch.channels_last``).
+
+    Iteration yields ``x`` (tensor or dict), ``y`` (int64) and ``index`` (int64 rows of
+    the split), all on ``device``. Without ``set_epoch`` the last set epoch (initially
+    0) is reused, so every pass repeats the same order: call ``set_epoch`` each epoch.
+
+    Example:
+        >>> loader = IndexedTensorLoader(split, 32, transform=lambda x, g: random_crop_flip(x, generator=g))
+        ... # doctest: +SKIP
+        >>> for epoch in range(start_epoch, epochs):  # doctest: +SKIP
+        ...     loader.set_epoch(epoch)
+        ...     for x, y, index in loader:
+        ...         ...
+    """
+
+    def __init__(self, split: TensorSplit, batch_size: int, *, shuffle: bool = True, drop_last: bool = False,
+                 seed: int = 0, device: torch.device | str | None = None,
+                 transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if not isinstance(split, TensorSplit):
+            raise TypeError(f"split must be a TensorSplit, got {type(split).__name__}")
+        if len(split) == 0:
+            raise ValueError("cannot build a loader over an empty split")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        if isinstance(split.features, dict):
+            lengths = {k: v.shape[0] for k, v in split.features.items()}
+            if len(set(lengths.values())) != 1 or next(iter(lengths.values())) != len(split):
+                raise ValueError(f"dict features must all have {len(split)} rows, got {lengths}")
+            if transform is not None:
+                raise ValueError("transform applies to tensor features only, not to dict features")
+
+        self.device = torch.device(device) if device is not None else split.labels.device
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.transform = transform
+        self.memory_format = memory_format
+        self._epoch = 0
+        # Moved (and re-laid-out) once; batches are gathers from these tensors.
+        self.features: Features = (
+            {k: self._place(v) for k, v in split.features.items()}
+            if isinstance(split.features, dict)
+            else self._place(split.features)
+        )
+        self.labels = split.labels.to(self.device)
+
+    def _place(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.to(self.device)
+        return tensor.contiguous(memory_format=self.memory_format) if tensor.ndim == 4 else tensor
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration will use."""
+        return self._epoch
+
+    @property
+    def num_samples(self) -> int:
+        """Number of samples in the split."""
+        return int(self.labels.shape[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose permutation and augmentation the next iteration uses."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
+        self._epoch = epoch
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return -(-self.num_samples // self.batch_size)
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.num_samples, device=self.device)
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, _PERMUTATION_STREAM))
+        return torch.randperm(self.num_samples, generator=gen).to(self.device)
+
+    def _augmentation_generator(self, epoch: int) -> torch.Generator:
+        gen = torch.Generator(device=self.device)
+        return gen.manual_seed(epoch_seed(self.seed, epoch, _AUGMENTATION_STREAM))
+
+    def __iter__(self) -> Iterator[tuple[Features, torch.Tensor, torch.Tensor]]:
+        epoch = self._epoch
+        order = self._order(epoch)
+        aug_gen = self._augmentation_generator(epoch) if self.transform is not None else None
+        stop = len(self) * self.batch_size if self.drop_last else self.num_samples
+        for start in range(0, stop, self.batch_size):
+            index = order[start : start + self.batch_size]
+            if isinstance(self.features, dict):
+                x: Features = {k: v[index] for k, v in self.features.items()}
+            else:
+                x = self.features[index]
+                if self.transform is not None:
+                    x = self.transform(x, aug_gen)  # type: ignore[arg-type]
+                if x.ndim == 4:
+                    x = x.contiguous(memory_format=self.memory_format)
+            yield x, self.labels[index], index

@@ -1,0 +1,130 @@
+"""Training policies behind one interface, and a registry by name.
+
+Every method is a :class:`Method`: an object the training loop calls at fixed points. The hooks
+cover everything the one-generation teacher–student methods of the paper need:
+
+=========================  ==================================================================
+hook                       used for
+=========================  ==================================================================
+``setup(model, epochs=,    start of fit (and before ``load_state_dict`` on resume): Mean
+steps_per_epoch=)``        Teacher copies the network into its EMA teacher
+``configure_lr_scheduler`` a method-specific LR schedule, stepped every iteration (cyclic
+                           cosine per mini-generation for the snapshot methods); ``None``
+                           keeps the trainer's schedule
+``start_epoch(epoch)``     per-epoch state (LSTSD's mini-generation)
+``loss(logits, y, idx,     the mini-batch loss; ``model=``/``inputs=`` let a method run a
+model=, inputs=)``         teacher forward pass on the same batch
+``end_step(model)``        after each optimizer step (EMA updates)
+``end_epoch(model)``       bank roll-over, snapshots
+``eval_predictions``       the predictors reported at evaluation: ``{"model": probs, ...}``
+                           (an ensemble of snapshots adds ``"ensemble"``)
+``loss_components()``      detached parts of the last loss, for logging without a sync
+``state_dict`` / ``load``  full state (banks, teachers, snapshots, counters): exact resume
+=========================  ==================================================================
+
+A new method is one file that subclasses :class:`Method` and registers itself::
+
+    from lstsd.methods import Method, register_method
+
+    @register_method("label_noise_ce")
+    class LabelNoiseCE(Method):
+        '''Cross-entropy with a fixed weight on the loss (an illustration).'''
+        def __init__(self, num_samples, num_classes, weight: float = 1.0, **kw):
+            super().__init__(num_samples, num_classes, **kw)
+            self.weight = weight
+        def loss(self, logits, targets, indices, *, model=None, inputs=None):
+            self._require_epoch("loss()")
+            loss = self.weight * self.cross_entropy(logits, targets)
+            self._components = {"ce": loss.detach(), "total": loss.detach()}
+            return loss
+        def hparams(self):
+            return {**super().hparams(), "weight": self.weight}
+
+    method = create_method("label_noise_ce", num_samples=1000, num_classes=10, weight=0.5)
+
+Registered now: see :func:`available_methods`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, TypeVar
+
+from .base import Method, check_weight
+from .lstsd import LSTSD, lstsd_loss
+from .vanilla import Vanilla
+
+MethodFactory = Callable[..., Method]
+_REGISTRY: dict[str, MethodFactory] = {}
+_T = TypeVar("_T", bound=MethodFactory)
+
+
+def register_method(name: str, factory: MethodFactory | None = None) -> Any:
+    """Register ``factory`` (a :class:`Method` subclass or a function returning one) as ``name``.
+
+    Usable as a decorator (``@register_method("x")``) or directly (``register_method("x", cls)``).
+    Re-registering a name raises ``ValueError``.
+    """
+    def add(f: _T) -> _T:
+        if name in _REGISTRY:
+            raise ValueError(f"a method named {name!r} is already registered")
+        _REGISTRY[name] = f
+        return f
+    return add if factory is None else add(factory)
+
+
+def available_methods() -> list[str]:
+    """Names accepted by :func:`create_method`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _accepted_keywords(factory: MethodFactory) -> set[str] | None:
+    target = factory.__init__ if isinstance(factory, type) else factory
+    params = inspect.signature(target).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.name not in ("self", "num_samples", "num_classes")}
+
+
+def create_method(name: str, *, num_samples: int, num_classes: int, **hparams: Any) -> Method:
+    """Build the registered method ``name`` for a training set of ``num_samples`` and ``num_classes``.
+
+    Raises:
+        ValueError: unknown method name, or a hyper-parameter the method does not accept.
+
+    Example:
+        >>> policy = create_method("lstsd", num_samples=50000, num_classes=100, generation_epochs=6)
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
+    factory = _REGISTRY[name]
+    accepted = _accepted_keywords(factory)
+    if accepted is not None:
+        unknown = sorted(set(hparams) - accepted)
+        if unknown:
+            raise ValueError(f"method {name!r} does not accept {unknown}; its settings are {sorted(accepted)}")
+    method = factory(num_samples=num_samples, num_classes=num_classes, **hparams)
+    method.name = name
+    return method
+
+
+def _ablation(weight_name: str) -> MethodFactory:
+    """LSTSD with one teacher's weight fixed at 0 (Table 3, "w/o Long" / "w/o Short")."""
+    @functools.wraps(LSTSD, updated=())
+    def build(num_samples: int, num_classes: int, **hparams: Any) -> LSTSD:
+        if hparams.get(weight_name, 0.0) != 0.0:
+            raise ValueError(f"this ablation fixes {weight_name}=0; use method 'lstsd' to set it")
+        hparams[weight_name] = 0.0
+        return LSTSD(num_samples, num_classes, **hparams)
+    build.__signature__ = inspect.signature(LSTSD)  # type: ignore[attr-defined]
+    return build
+
+
+register_method("vanilla", Vanilla)
+register_method("lstsd", LSTSD)
+register_method("lstsd_wo_long", _ablation("lambda_long"))
+register_method("lstsd_wo_short", _ablation("lambda_short"))
+
+__all__ = ["LSTSD", "Method", "Vanilla", "available_methods", "check_weight", "create_method",
+           "lstsd_loss", "register_method"]

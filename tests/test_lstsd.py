@@ -1,0 +1,300 @@
+"""LSTSD against Algorithm 1, computed independently by hand for every (epoch, sample)."""
+
+import math
+
+import pytest
+import torch
+
+import lstsd
+from lstsd import LSTSD
+from lstsd.methods import create_method
+
+N, C, BATCH = 11, 4, 4   # 11 samples: the last batch of each epoch is smaller
+
+
+def logit_table(epochs: int, seed: int = 0) -> torch.Tensor:
+    """The stand-in network: its logits for sample i in epoch e are table[e, i]."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(epochs, N, C, generator=g, dtype=torch.float64).float() * 2
+
+
+def batches(epoch: int, seed: int = 0, drop: int = 0):
+    order = torch.randperm(N, generator=torch.Generator().manual_seed(1000 * seed + epoch))
+    order = order[: N - drop]
+    return [order[k:k + BATCH] for k in range(0, len(order), BATCH)]
+
+
+def softmax_list(row, t):
+    vals = [float(v) / t for v in row]
+    m = max(vals)
+    exps = [math.exp(v - m) for v in vals]
+    s = sum(exps)
+    return [e / s for e in exps]
+
+
+def kl(z, logits_row, t):
+    p = softmax_list(logits_row, t)
+    return sum(zc * (math.log(zc) - math.log(pc)) for zc, pc in zip(z, p) if zc > 0)
+
+
+def ce(logits_row, y):
+    return -math.log(softmax_list(logits_row, 1.0)[y])
+
+
+def hand_loss(table, epoch, idx, y, E, lam_l, lam_s, t, seen):
+    """Algorithm 1 by hand. ``seen[e]`` = the samples trained on in epoch e."""
+    rows = idx.tolist()
+    b = len(rows)
+    loss_c = sum(ce(table[epoch, i], int(y[i])) for i in rows) / b
+    if epoch // E == 0:
+        return loss_c
+    prev_epoch = epoch - 1                              # short-term: recorded in the previous epoch
+    long_epoch = (epoch // E) * E - 1                   # long-term: last epoch of the previous mini-gen
+    loss_l = sum(kl(softmax_list(table[long_epoch, i], t), table[epoch, i], t)
+                 for i in rows if i in seen[long_epoch]) / b
+    loss_s = sum(kl(softmax_list(table[prev_epoch, i], t), table[epoch, i], t)
+                 for i in rows if i in seen[prev_epoch]) / b
+    return loss_c + lam_l * loss_l + lam_s * loss_s
+
+
+@pytest.mark.parametrize("E,epochs", [(2, 7), (3, 8), (1, 3)])
+def test_algorithm_1_end_to_end(E, epochs):
+    table = logit_table(epochs)
+    y = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(5))
+    policy = LSTSD(N, C, generation_epochs=E, lambda_long=2.4, lambda_short=4.0, temperature=2.0,
+                   bank_dtype=torch.float32)
+    seen: dict[int, set[int]] = {}
+    checked_distillation = 0
+    for epoch in range(epochs):
+        policy.start_epoch(epoch)
+        seen[epoch] = set()
+        for idx in batches(epoch):
+            logits = table[epoch, idx].clone().requires_grad_()
+            loss = policy.loss(logits, y[idx], idx)
+            seen[epoch].update(idx.tolist())
+            want = hand_loss(table, epoch, idx, y, E, 2.4, 4.0, 2.0, seen)
+            assert loss.item() == pytest.approx(want, rel=1e-5, abs=1e-6), (epoch, idx.tolist())
+            parts = policy.loss_components()
+            if epoch // E == 0:
+                assert parts["long"].item() == 0 and parts["short"].item() == 0
+                assert loss.item() == pytest.approx(parts["ce"].item())
+            else:
+                checked_distillation += 1
+                assert parts["long"].item() > 0 and parts["short"].item() > 0
+            loss.backward()
+            assert logits.grad is not None
+        policy.end_epoch()
+    assert checked_distillation > 0
+
+
+def test_targets_read_are_the_recorded_softmaxes():
+    """Inspect the banks directly: z^S = epoch e-1's softmax, z^L = last epoch of previous mini-gen."""
+    E, epochs, t = 3, 8, 2.0
+    table = logit_table(epochs, seed=3)
+    y = torch.zeros(N, dtype=torch.long)
+    policy = LSTSD(N, C, generation_epochs=E, temperature=t, bank_dtype=torch.float32)
+    for epoch in range(epochs):
+        policy.start_epoch(epoch)
+        for idx in batches(epoch, seed=3):
+            policy.loss(table[epoch, idx], y[idx], idx)
+        policy.end_epoch()
+        torch.testing.assert_close(policy.short_term_bank.targets, torch.softmax(table[epoch] / t, dim=1))
+        last_long = (epoch + 1) // E * E - 1
+        if last_long >= 0:
+            torch.testing.assert_close(policy.long_term_bank.targets, torch.softmax(table[last_long] / t, dim=1))
+        else:
+            assert not policy.long_term_bank.recorded.any()
+
+
+def test_samples_without_recorded_target_get_no_distillation_term():
+    E, epochs = 1, 3
+    table = logit_table(epochs, seed=7)
+    y = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(1))
+    policy = LSTSD(N, C, generation_epochs=E, bank_dtype=torch.float32)
+    seen: dict[int, set[int]] = {}
+    for epoch in range(epochs):
+        policy.start_epoch(epoch)
+        seen[epoch] = set()
+        # drop_last-style: three samples are skipped each epoch
+        for idx in batches(epoch, seed=7, drop=3):
+            loss = policy.loss(table[epoch, idx], y[idx], idx)
+            seen[epoch].update(idx.tolist())
+            want = hand_loss(table, epoch, idx, y, E, 2.4, 4.0, 2.0, seen)
+            # a sample unseen in the previous epoch must not use a stale or empty row;
+            # the hand computation above only distils samples recorded earlier.
+            if epoch == 1:
+                assert loss.item() == pytest.approx(want, rel=1e-5)
+        policy.end_epoch()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_bank_dtypes_give_close_losses(dtype):
+    E, epochs = 1, 3
+    table = logit_table(epochs, seed=2)
+    y = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(2))
+    exact = LSTSD(N, C, generation_epochs=E, bank_dtype=torch.float32)
+    other = LSTSD(N, C, generation_epochs=E, bank_dtype=dtype)
+    for epoch in range(epochs):
+        exact.start_epoch(epoch)
+        other.start_epoch(epoch)
+        for idx in batches(epoch):
+            a = exact.loss(table[epoch, idx], y[idx], idx)
+            b = other.loss(table[epoch, idx], y[idx], idx)
+            assert b.item() == pytest.approx(a.item(), rel=2e-2, abs=1e-3)
+        exact.end_epoch()
+        other.end_epoch()
+    assert other.short_term_bank.targets.dtype == dtype
+
+
+def run_losses(policy, table, y, epochs, start=0, seed=0):
+    out = []
+    for epoch in range(start, epochs):
+        policy.start_epoch(epoch)
+        for idx in batches(epoch, seed=seed):
+            out.append(policy.loss(table[epoch, idx], y[idx], idx).item())
+        policy.end_epoch()
+    return out
+
+
+def test_state_dict_round_trip_mid_training_gives_identical_losses(tmp_path):
+    epochs, split = 9, 4   # split inside the second mini-generation (E=3)
+    table = logit_table(epochs, seed=4)
+    y = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(4))
+    straight = LSTSD(N, C, generation_epochs=3)
+    want = run_losses(straight, table, y, epochs)
+
+    first = LSTSD(N, C, generation_epochs=3)
+    got = run_losses(first, table, y, split)
+    torch.save(first.state_dict(), tmp_path / "policy.pt")
+    resumed = LSTSD(N, C, generation_epochs=3)
+    resumed.load_state_dict(torch.load(tmp_path / "policy.pt"))
+    got += run_losses(resumed, table, y, epochs, start=split)
+    assert got == want   # bit-identical
+
+
+def test_load_state_dict_refuses_other_settings_or_method():
+    saved = LSTSD(N, C, generation_epochs=3).state_dict()
+    with pytest.raises(ValueError, match="generation_epochs"):
+        LSTSD(N, C, generation_epochs=6).load_state_dict(saved)
+    with pytest.raises(ValueError, match="num_samples"):
+        LSTSD(N + 1, C, generation_epochs=3).load_state_dict(saved)
+    with pytest.raises(ValueError, match="written by method"):
+        create_method("vanilla", num_samples=N, num_classes=C).load_state_dict(saved)
+
+
+@pytest.mark.parametrize("name,long_bank,short_bank", [("lstsd", True, True), ("lstsd_wo_long", False, True),
+                                                       ("lstsd_wo_short", True, False)])
+def test_ablations_do_not_allocate_the_unused_bank(name, long_bank, short_bank):
+    policy = create_method(name, num_samples=N, num_classes=C)
+    assert (policy.long_term_bank is not None) == long_bank
+    assert (policy.short_term_bank is not None) == short_bank
+
+
+def test_ablation_matches_lstsd_with_zero_weight():
+    epochs = 5
+    table = logit_table(epochs, seed=6)
+    y = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(6))
+    a = run_losses(LSTSD(N, C, generation_epochs=2, lambda_long=0.0), table, y, epochs)
+    b = run_losses(create_method("lstsd_wo_long", num_samples=N, num_classes=C, generation_epochs=2), table, y, epochs)
+    c = run_losses(LSTSD(N, C, generation_epochs=2), table, y, epochs)
+    assert a == b and a != c
+    with pytest.raises(ValueError, match="fixes lambda_long=0"):
+        create_method("lstsd_wo_long", num_samples=N, num_classes=C, lambda_long=1.0)
+
+
+def test_t2_scale_and_direction_options_change_the_distillation_terms():
+    epochs = 3
+    table = logit_table(epochs, seed=8)
+    y = torch.zeros(N, dtype=torch.long)
+    base = run_losses(LSTSD(N, C, generation_epochs=1), table, y, epochs)
+    scaled = run_losses(LSTSD(N, C, generation_epochs=1, t2_scale=True), table, y, epochs)
+    reverse = run_losses(LSTSD(N, C, generation_epochs=1, kl_direction="student_teacher"), table, y, epochs)
+    first = len(batches(0))
+    assert base[:first] == scaled[:first] == reverse[:first]   # first mini-generation: CE only
+    assert all(s > b for s, b in zip(scaled[first:], base[first:]))
+    assert base[first:] != reverse[first:]
+
+
+class TestBadInput:
+    def make(self):
+        policy = LSTSD(N, C, generation_epochs=1)
+        policy.start_epoch(0)
+        return policy
+
+    @pytest.mark.parametrize("indices,word", [
+        (torch.tensor([0.0, 1.0]), "integers"),
+        (torch.tensor([[0, 1]]), "1-D"),
+        (torch.tensor([0, 1, 2]), "3 entries but the batch has 2"),
+        (torch.tensor([0, N]), "outside"),
+        (torch.tensor([-3, 0]), "outside"),
+        (torch.tensor([2, 2]), "repeats"),
+        ([0, 1], "torch.Tensor"),
+    ])
+    def test_bad_indices(self, indices, word):
+        with pytest.raises(ValueError, match=word):
+            self.make().loss(torch.randn(2, C), torch.tensor([0, 1]), indices)
+
+    def test_bad_logits_and_targets(self):
+        policy = self.make()
+        with pytest.raises(ValueError, match="num_classes=4"):
+            policy.loss(torch.randn(2, C + 1), torch.tensor([0, 1]), torch.tensor([0, 1]))
+        with pytest.raises(ValueError, match="targets must have shape"):
+            policy.loss(torch.randn(2, C), torch.tensor([0, 1, 1]), torch.tensor([0, 1]))
+        with pytest.raises(ValueError, match="outside"):
+            policy.loss(torch.randn(2, C), torch.tensor([0, C]), torch.tensor([0, 1]))
+        with pytest.raises(ValueError, match="integer tensor"):
+            policy.loss(torch.randn(2, C), torch.tensor([0.0, 1.0]), torch.tensor([0, 1]))
+
+    def test_epoch_protocol(self):
+        policy = LSTSD(N, C)
+        with pytest.raises(RuntimeError, match="start_epoch"):
+            policy.loss(torch.randn(2, C), torch.tensor([0, 1]), torch.tensor([0, 1]))
+        with pytest.raises(RuntimeError, match="start_epoch"):
+            policy.end_epoch()
+        policy.start_epoch(0)
+        with pytest.raises(RuntimeError, match="still open"):
+            policy.start_epoch(1)
+        policy.end_epoch()
+        with pytest.raises(ValueError, match="expected start_epoch\\(1\\)"):
+            policy.start_epoch(3)
+        with pytest.warns(UserWarning, match="no history"):
+            LSTSD(N, C).start_epoch(4)
+
+    @pytest.mark.parametrize("kwargs,word", [
+        (dict(generation_epochs=0), "generation_epochs"), (dict(lambda_long=-1), "lambda_long"),
+        (dict(lambda_short=float("nan")), "lambda_short"), (dict(temperature=0), "temperature"),
+        (dict(kl_direction="up"), "direction"), (dict(bank_dtype=torch.int32), "dtype"),
+    ])
+    def test_bad_settings(self, kwargs, word):
+        with pytest.raises(ValueError, match=word):
+            LSTSD(N, C, **kwargs)
+
+
+def test_banks_follow_the_logits_device():
+    policy = LSTSD(N, C, device="cpu")
+    policy.start_epoch(0)
+    policy.loss(torch.randn(2, C), torch.tensor([0, 1]), torch.tensor([0, 1]))
+    assert policy.short_term_bank.device.type == "cpu"
+    if torch.cuda.is_available():  # pragma: no cover - exercised on GPU machines
+        policy.loss(torch.randn(2, C, device="cuda"), torch.tensor([2, 3], device="cuda"),
+                    torch.tensor([2, 3], device="cuda"))
+        assert policy.short_term_bank.device.type == "cuda"
+
+
+def test_gradient_of_the_full_loss_reaches_only_the_logits():
+    policy = LSTSD(N, C, generation_epochs=1)
+    w = torch.randn(3, C, requires_grad=True)
+    x = torch.randn(N, 3)
+    for epoch in range(2):
+        policy.start_epoch(epoch)
+        idx = torch.arange(N)
+        loss = policy.loss(x @ w, torch.zeros(N, dtype=torch.long), idx)
+        loss.backward()
+        policy.end_epoch()
+    assert w.grad is not None and torch.isfinite(w.grad).all()
+    assert not policy.short_term_bank.targets.requires_grad
+
+
+def test_package_exports():
+    assert lstsd.LSTSD is LSTSD
+    assert {"vanilla", "lstsd", "lstsd_wo_long", "lstsd_wo_short"} <= set(lstsd.available_methods())
