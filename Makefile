@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 .PHONY: demo test test-fast venv data clean
 
 demo: $(STAMP) data
-	$(PY) examples/plain_loop.py
+	$(VENV)/bin/lstsd compare --preset quick
 
 test: $(STAMP) data
 	$(PY) -m pytest -q $(PYTEST_ARGS)

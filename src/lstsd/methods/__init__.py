@@ -52,7 +52,14 @@ import inspect
 from typing import Any, Callable, TypeVar
 
 from .base import Method, check_weight
+from .label_smoothing import LabelSmoothing
 from .lstsd import LSTSD, lstsd_loss
+from .lstsd_single import LSTSDSingle
+from .mean_teacher import MeanTeacher
+from .ps_kd import PSKD
+from .snapshot_distillation import SnapshotDistillation
+from .snapshot_ensembles import SnapshotEnsembles
+from .temporal_ensembling import TemporalEnsembling
 from .vanilla import Vanilla
 
 MethodFactory = Callable[..., Method]
@@ -125,6 +132,14 @@ register_method("vanilla", Vanilla)
 register_method("lstsd", LSTSD)
 register_method("lstsd_wo_long", _ablation("lambda_long"))
 register_method("lstsd_wo_short", _ablation("lambda_short"))
+register_method("lstsd_single", LSTSDSingle)
+register_method("mean_teacher", MeanTeacher)
+register_method("temporal_ensembling", TemporalEnsembling)
+register_method("snapshot_ensembles", SnapshotEnsembles)
+register_method("snapshot_distillation", SnapshotDistillation)
+register_method("ps_kd", PSKD)
+register_method("label_smoothing", LabelSmoothing)
 
-__all__ = ["LSTSD", "Method", "Vanilla", "available_methods", "check_weight", "create_method",
-           "lstsd_loss", "register_method"]
+__all__ = ["LSTSD", "LSTSDSingle", "LabelSmoothing", "MeanTeacher", "Method", "PSKD", "SnapshotDistillation",
+           "SnapshotEnsembles", "TemporalEnsembling", "Vanilla", "available_methods", "check_weight",
+           "create_method", "lstsd_loss", "register_method"]

@@ -1,0 +1,216 @@
+"""Run configuration: a typed dataclass, loaded from YAML with ``key=value`` overrides.
+
+Defaults are the paper's vision recipe (Experimental Setup): SGD with Nesterov momentum 0.9,
+weight decay 1e-4, learning rate 0.1 divided by 10 at 25%, 50% and 75% of training, batch 128,
+pad-4 random crop + horizontal flip.
+
+Example:
+    >>> cfg = load_config("configs/offline/fashion_mnist_lstsd.yaml", ["epochs=4", "method_args.temperature=1"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+PROGRESS = ("auto", "bar", "none")
+
+# Settings that may differ between a run and its resumption (they do not change the result).
+RESUMABLE_CHANGES = frozenset({"device", "progress", "out_dir", "run_dir", "eval_batch_size", "eval_every", "name",
+                               "data_dir", "download"})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. See ``configs/`` for examples.
+
+    ``model_args`` and ``method_args`` are passed to the model and method constructors
+    (e.g. ``method_args: {generation_epochs: 6, lambda_long: 2.4}``).
+    """
+
+    name: str = "run"
+    # data
+    dataset: str = "fashion_mnist"
+    data_dir: str | None = None
+    download: bool = False
+    train_subset: float | None = None        # a count (>= 1) or a fraction in (0, 1)
+    val_fraction: float = 0.0
+    data_args: dict[str, Any] = field(default_factory=dict)
+    augment: bool = True                      # pad-4 random crop + horizontal flip (images only)
+    augment_padding: int = 4
+    # model and method
+    model: str = "resnet20"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    method: str = "lstsd"
+    method_args: dict[str, Any] = field(default_factory=dict)
+    # optimisation
+    epochs: int = 164
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    eval_every: int = 1                       # evaluate every k epochs, and always after the last
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    lr_milestones: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    lr_gamma: float = 0.1
+    drop_last: bool = False
+    # execution
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"                   # auto: AMP on CUDA, bf16 autocast on CPU
+    channels_last: bool = True
+    progress: str = "auto"                    # auto: a bar only when stderr is a terminal
+    out_dir: str = "runs"
+    run_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad value and what is allowed."""
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(f"config: {message}")
+        need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
+        need(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        need(0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        need(all(0 < m < 1 for m in self.lr_milestones),
+             f"lr_milestones are fractions of training in (0, 1), got {self.lr_milestones}")
+        need(0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        need(self.train_subset is None or self.train_subset > 0,
+             f"train_subset must be a count >= 1 or a fraction in (0, 1), got {self.train_subset}")
+        need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        need(self.progress in PROGRESS, f"progress must be one of {PROGRESS}, got {self.progress!r}")
+        need(self.augment_padding >= 0, f"augment_padding must be >= 0, got {self.augment_padding}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build from a plain dict, refusing unknown keys and values of the wrong type."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            hints = [_closest(k, known) for k in unknown]
+            extra = "".join(f" (did you mean {h!r}?)" for h in hints if h)
+            raise ValueError(f"config: unknown key(s) {unknown}{extra}; valid keys: {sorted(known)}")
+        types = get_type_hints(cls)
+        return cls(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+
+
+def _closest(key: str, known: set[str]) -> str | None:
+    import difflib
+    match = difflib.get_close_matches(key, sorted(known), n=1)
+    return match[0] if match else None
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the field type; ints are accepted for floats."""
+    text = str(hint)
+    optional = "None" in text
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"config: {key} may not be null")
+    def bad(kind: str) -> ValueError:
+        return ValueError(f"config: {key} must be {kind}, got {value!r} ({type(value).__name__})")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if hint is float or text.startswith("float"):
+        if isinstance(value, str):   # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad("a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return value if isinstance(value, int) and key == "train_subset" else float(value)
+    if hint is str or text.startswith("str"):
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if text.startswith("dict"):
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return dict(value)
+    if text.startswith("list"):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) for v in value):
+            raise bad("a list of numbers")
+        return [float(v) for v in value]
+    return value
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``"a.b=value"`` into ``(["a", "b"], parsed value)``; values are parsed as YAML."""
+    import yaml
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like key=value (e.g. epochs=10 or method_args.temperature=1)")
+    key, raw = text.split("=", 1)
+    path = key.strip().split(".")
+    if not all(path):
+        raise ValueError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ValueError(f"override {text!r}: cannot parse the value: {err}") from None
+    return path, value
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` strings (dotted keys reach into ``model_args``/``method_args``)."""
+    values = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
+    for text in overrides:
+        path, value = parse_override(text)
+        target = values
+        for part in path[:-1]:
+            nxt = target.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ValueError(f"override {text!r}: {part} is not a mapping")
+            target = nxt
+        target[path[-1]] = value
+    return values
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML mapping, with errors that name the file."""
+    import yaml
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {str(p)!r} not found (the paper's recipes are in configs/paper/, "
+                                "runnable-here versions in configs/offline/)")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{p}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: a config must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults ← ``base`` ← YAML file ← ``overrides``, validated."""
+    values: dict[str, Any] = dict(base or {})
+    if path is not None:
+        values.update(read_yaml(path))
+    return TrainConfig.from_dict(apply_overrides(values, overrides or []))

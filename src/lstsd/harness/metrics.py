@@ -1,0 +1,169 @@
+"""Classification metrics used in the paper's tables: accuracy, Matthews correlation, binary F1.
+
+torch/numpy only (no scikit-learn), shared by the vision and text tasks. Every function
+takes ``preds`` and ``labels`` as tensors (or anything ``torch.as_tensor`` accepts):
+``preds`` are class indices of shape ``(N,)`` or logits of shape ``(N, C)`` (arg-maxed);
+``labels`` are class indices ``(N,)``. The single-metric functions return a plain float
+in natural units (accuracy and F1 in [0, 1], MCC in [-1, 1]); :func:`compute_metrics`
+returns percentages (x100) keyed by name, as reported in the paper (GLUE convention:
+accuracy for RTE / SST-2, accuracy and F1 for MRPC, Matthews correlation for CoLA).
+
+Example:
+    >>> import torch
+    >>> preds, labels = torch.tensor([1, 0, 1, 1]), torch.tensor([1, 0, 0, 1])
+    >>> accuracy(preds, labels)
+    0.75
+    >>> round(f1_binary(preds, labels), 4)
+    0.8
+    >>> round(matthews_corrcoef(preds, labels), 4)
+    0.5774
+    >>> compute_metrics(("accuracy", "f1"), preds, labels)
+    {'accuracy': 75.0, 'f1': 80.0}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["METRICS", "accuracy", "available_metrics", "compute_metrics", "confusion_matrix", "f1_binary",
+           "matthews_corrcoef"]
+
+
+def _as_indices(x: Any, what: str) -> torch.Tensor:
+    t = torch.as_tensor(x).detach().cpu()
+    if t.ndim == 2 and what == "preds":  # logits / probabilities -> class indices
+        t = t.argmax(dim=1)
+    if t.ndim != 1:
+        raise ValueError(f"{what} must be 1-D class indices" + (" or 2-D N×C scores" if what == "preds" else "")
+                         + f", got shape {tuple(t.shape)}")
+    if t.is_floating_point() and not torch.equal(t, t.round()):
+        raise ValueError(f"{what} must hold integer class indices")
+    return t.long()
+
+
+def _pair(preds: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    p, y = _as_indices(preds, "preds"), _as_indices(labels, "labels")
+    if p.shape != y.shape:
+        raise ValueError(f"preds and labels differ in length: {p.numel()} vs {y.numel()}")
+    if p.numel() == 0:
+        raise ValueError("cannot compute a metric on zero samples")
+    if int(p.min()) < 0 or int(y.min()) < 0:
+        raise ValueError("class indices must be non-negative")
+    return p, y
+
+
+def confusion_matrix(preds: Any, labels: Any, num_classes: int | None = None) -> torch.Tensor:
+    """``K×K`` int64 counts, rows = true class, columns = predicted class.
+
+    Example:
+        >>> confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1])).tolist()
+        [[1, 1], [0, 1]]
+    """
+    p, y = _pair(preds, labels)
+    k = max(int(p.max()), int(y.max())) + 1
+    if num_classes is not None:
+        if num_classes < k:
+            raise ValueError(f"num_classes={num_classes} but a class index {k - 1} occurs")
+        k = num_classes
+    return torch.bincount(y * k + p, minlength=k * k).reshape(k, k)
+
+
+def accuracy(preds: Any, labels: Any) -> float:
+    """Fraction of ``preds`` equal to ``labels``, in [0, 1].
+
+    Example:
+        >>> accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1]))  # logits arg-maxed
+        0.5
+    """
+    p, y = _pair(preds, labels)
+    return float((p == y).double().mean())
+
+
+def matthews_corrcoef(preds: Any, labels: Any) -> float:
+    """Matthews correlation coefficient, binary or multi-class, in [-1, 1].
+
+    The general form (Gorodkin, 2004) on the confusion matrix ``C`` with ``t_k`` true
+    and ``p_k`` predicted counts of class ``k``, ``c = trace(C)`` and ``s = N``::
+
+        MCC = (c·s − Σ_k p_k·t_k) / sqrt((s² − Σ_k p_k²) · (s² − Σ_k t_k²))
+
+    For two classes it equals the familiar ``(TP·TN − FP·FN) / sqrt(...)``. When the
+    denominator is 0 (all predictions, or all labels, in one class) the result is 0, as
+    in scikit-learn.
+
+    Example:
+        >>> matthews_corrcoef(torch.tensor([0, 1, 2, 0]), torch.tensor([0, 1, 2, 0]))
+        1.0
+        >>> matthews_corrcoef(torch.tensor([1, 1, 1]), torch.tensor([0, 1, 1]))
+        0.0
+    """
+    cm = confusion_matrix(preds, labels).double()
+    t, p = cm.sum(dim=1), cm.sum(dim=0)
+    c, s = torch.trace(cm), cm.sum()
+    cov_yp = c * s - torch.dot(p, t)
+    cov_pp = s * s - torch.dot(p, p)
+    cov_yy = s * s - torch.dot(t, t)
+    denom = cov_pp * cov_yy
+    if float(denom) == 0.0:
+        return 0.0
+    return float(cov_yp / torch.sqrt(denom))
+
+
+def f1_binary(preds: Any, labels: Any, positive: int = 1) -> float:
+    """F1 of class ``positive`` (harmonic mean of its precision and recall), in [0, 1].
+
+    0 when there are no true positives (including the 0/0 cases), as in scikit-learn's
+    ``zero_division=0``.
+
+    Example:
+        >>> round(f1_binary(torch.tensor([1, 1, 0, 0]), torch.tensor([1, 0, 1, 0])), 4)
+        0.5
+    """
+    p, y = _pair(preds, labels)
+    tp = int(((p == positive) & (y == positive)).sum())
+    fp = int(((p == positive) & (y != positive)).sum())
+    fn = int(((p != positive) & (y == positive)).sum())
+    return 0.0 if tp == 0 else 2.0 * tp / (2.0 * tp + fp + fn)
+
+
+METRICS: dict[str, Callable[[Any, Any], float]] = {
+    "accuracy": accuracy,
+    "matthews": matthews_corrcoef,
+    "f1": f1_binary,
+}
+_ALIASES = {"acc": "accuracy", "mcc": "matthews", "matthews_corrcoef": "matthews", "f1_binary": "f1"}
+
+
+def available_metrics() -> list[str]:
+    """Names accepted by :func:`compute_metrics` (besides the aliases ``acc``, ``mcc``).
+
+    Example:
+        >>> available_metrics()
+        ['accuracy', 'matthews', 'f1']
+    """
+    return list(METRICS)
+
+
+def compute_metrics(names: str | Iterable[str], preds: Any, labels: Any) -> dict[str, float]:
+    """Several metrics at once, as percentages (x100) keyed by their canonical name.
+
+    Args:
+        names: metric names (see :func:`available_metrics`) or one name.
+        preds: class indices ``(N,)`` or scores ``(N, C)``.
+        labels: class indices ``(N,)``.
+
+    Example:
+        >>> compute_metrics(["acc", "mcc"], torch.tensor([0, 1]), torch.tensor([0, 1]))
+        {'accuracy': 100.0, 'matthews': 100.0}
+    """
+    if isinstance(names, str):
+        names = (names,)
+    keys: Sequence[str] = [_ALIASES.get(n.lower(), n.lower()) for n in names]
+    unknown = [n for n, k in zip(names, keys) if k not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; available: {', '.join(available_metrics())}")
+    p, y = _pair(preds, labels)
+    return {k: 100.0 * METRICS[k](p, y) for k in dict.fromkeys(keys)}

@@ -1,0 +1,192 @@
+"""Tables and plots from finished runs, in the paper's layouts.
+
+* Table 1 layout (one data set): rows = methods, columns = networks.
+* Table 2 layout (several data sets): rows = network × method, columns = data sets.
+* Table 3 layout (LSTSD and its variants only): the difference to full LSTSD in parentheses.
+
+Every cell is ``mean ± std`` over seeds (sample std, n − 1), with n shown when runs differ in n.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .trainer import iterate_runs
+
+
+@dataclass
+class RunRecord:
+    run_dir: Path
+    method: str
+    model: str
+    dataset: str
+    seed: int
+    final: dict[str, float]
+    rows: list[dict[str, Any]]
+    cost: dict[str, Any]
+    metrics: list[str] = field(default_factory=lambda: ["accuracy"])
+
+
+def collect(run_dirs: list[str | os.PathLike]) -> list[RunRecord]:
+    """Read finished runs (``results.json`` + ``metrics.jsonl``)."""
+    return [RunRecord(run_dir=d, method=r["method"], model=r["model"], dataset=r["dataset"], seed=r["seed"],
+                      final=r["final"], rows=rows, cost=r["cost"], metrics=list(r.get("metrics", ["accuracy"])))
+            for d, r, rows in iterate_runs(run_dirs)]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _predictors(records: list[RunRecord], split: str, metric: str) -> list[str]:
+    """Extra predictors reported beside the model (``ensemble``, ``teacher``), in first-seen order."""
+    prefix = f"{split}_{metric}_"
+    seen: list[str] = []
+    for r in records:
+        for key in r.final:
+            if key.startswith(prefix) and key[len(prefix):] not in seen:
+                seen.append(key[len(prefix):])
+    return seen
+
+
+def results_table(records: list[RunRecord], *, methods: list[str] | None = None, split: str = "test",
+                  metric: str | None = None) -> str:
+    """A markdown table of ``split`` ``metric`` (default: each data set's headline metric)."""
+    if not records:
+        raise ValueError("no finished runs to report")
+    methods = methods or list(dict.fromkeys(r.method for r in records))
+    datasets = list(dict.fromkeys(r.dataset for r in records))
+    models = list(dict.fromkeys(r.model for r in records))
+    table2 = len(datasets) > 1
+    col_keys = datasets if table2 else models
+    row_keys = [(m, meth) for m in models for meth in methods] if table2 else [(None, meth) for meth in methods]
+
+    cells: dict[tuple[Any, str, str], list[float]] = defaultdict(list)
+    for r in records:
+        name = metric or r.metrics[0]
+        col = r.dataset if table2 else r.model
+        row_model = r.model if table2 else None
+        cells[(row_model, r.method, col, "")].append(r.final.get(f"{split}_{name}", float("nan")))
+        for extra in _predictors([r], split, name):
+            cells[(row_model, r.method, col, extra)].append(r.final[f"{split}_{name}_{extra}"])
+
+    ablation = "lstsd" in methods and all(m.startswith("lstsd") for m in methods) and len(methods) > 1
+    reference = {col: _mean_std(cells[(rm, "lstsd", col, "")])[0]
+                 for rm, _ in row_keys for col in col_keys if cells.get((rm, "lstsd", col, ""))} if ablation else {}
+    ns = {len(v) for v in cells.values()}
+
+    def cell(values: list[float], col: str) -> str:
+        if not values:
+            return "—"
+        mean, std = _mean_std(values)
+        text = f"{mean:.2f} ± {std:.2f}"
+        if ablation and col in reference:
+            text += f" ({mean - reference[col]:+.2f})"
+        if len(ns) > 1:
+            text += f" (n={len(values)})"
+        return text
+
+    metric_names = sorted({metric or r.metrics[0] for r in records})
+    header_first = ["Network", "Method"] if table2 else ["Method"]
+    lines = ["| " + " | ".join(header_first + col_keys) + " |",
+             "|" + "---|" * (len(header_first) + len(col_keys))]
+    for row_model, meth in row_keys:
+        extras = sorted({k[3] for k in cells if k[0] == row_model and k[1] == meth and k[3]})
+        for extra in [""] + extras:
+            values = [cells.get((row_model, meth, col, extra), []) for col in col_keys]
+            if not any(values):
+                continue
+            label = meth if not extra else f"{meth} ({extra})"
+            first = [row_model or "", label] if table2 else [label]
+            lines.append("| " + " | ".join(first + [cell(v, c) for v, c in zip(values, col_keys)]) + " |")
+    seeds = sorted({r.seed for r in records})
+    caption = (f"{split} {'/'.join(metric_names)} (%), mean ± std over seeds {seeds}, final epoch"
+               + ("; in parentheses: difference to LSTSD" if ablation else ""))
+    return caption + "\n\n" + "\n".join(lines)
+
+
+def cost_table(records: list[RunRecord]) -> str:
+    """Training time per step, relative to vanilla where vanilla was run on the same network."""
+    per: dict[tuple[str, str], list[float]] = defaultdict(list)
+    extra: dict[str, int] = {}
+    for r in records:
+        per[(r.model, r.method)].append(r.cost["seconds_per_step"])
+        extra[r.method] = r.cost.get("extra_forward_passes", 0)
+    lines = ["| Network | Method | extra forwards/step | ms/step (median) | vs vanilla |", "|---|---|---|---|---|"]
+    for (model, method), values in per.items():
+        ms = 1000 * statistics.median(values)
+        base = per.get((model, "vanilla"))
+        ratio = f"{ms / (1000 * statistics.median(base)):.2f}×" if base else "—"
+        lines.append(f"| {model} | {method} | {extra[method]} | {ms:.1f} | {ratio} |")
+    return ("Cost (wall time of whole runs, measured one after another: a rough figure; "
+            "see benchmarks/ for interleaved ratios)\n\n" + "\n".join(lines))
+
+
+def _series(records: list[RunRecord], key: str) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Epochs where every run has ``key``, with the mean, min and max over runs."""
+    by_epoch: dict[int, list[float]] = defaultdict(list)
+    for r in records:
+        for row in r.rows:
+            if key in row:
+                by_epoch[row["epoch"]].append(row[key])
+    epochs = sorted(e for e, v in by_epoch.items() if len(v) == len(records))
+    return ([e + 1 for e in epochs], [statistics.fmean(by_epoch[e]) for e in epochs],
+            [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs])
+
+
+def write_plots(records: list[RunRecord], out_dir: str | os.PathLike, *, split: str = "test") -> list[Path]:
+    """PNG plots: ``split`` accuracy per epoch per method; loss components per epoch for each method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    groups: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
+    for r in records:
+        groups[(r.dataset, r.model, r.method)].append(r)
+
+    for dataset, model in dict.fromkeys((d, m) for d, m, _ in groups):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        metric = records[0].metrics[0]
+        for (d, m, method), runs in groups.items():
+            if (d, m) != (dataset, model):
+                continue
+            x, mean, lo, hi = _series(runs, f"{split}_{metric}")
+            if not x:
+                continue
+            line, = ax.plot(x, mean, marker="o", markersize=3, label=f"{method} (n={len(runs)})")
+            ax.fill_between(x, lo, hi, alpha=0.15, color=line.get_color())
+        ax.set(xlabel="epoch", ylabel=f"{split} {metric} (%)", title=f"{model} on {dataset}: {split} {metric}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        path = out / f"accuracy_{dataset}_{model}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+
+    for (dataset, model, method), runs in groups.items():
+        keys = [k for k in runs[0].rows[0] if k.startswith("loss_") and k != "loss_total"]
+        if len(keys) < 2:
+            continue   # cross-entropy only: nothing to decompose
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for key in keys + ["loss_total"]:
+            x, mean, lo, hi = _series(runs, key)
+            line, = ax.plot(x, mean, marker="o", markersize=3, label=key.removeprefix("loss_"))
+            ax.fill_between(x, lo, hi, alpha=0.15, color=line.get_color())
+        ax.set(xlabel="epoch", ylabel="mean training loss", title=f"{method}: loss components ({model}, {dataset})")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        path = out / f"loss_components_{method}_{dataset}_{model}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written

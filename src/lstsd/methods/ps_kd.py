@@ -1,0 +1,146 @@
+"""Progressive Self-Knowledge Distillation, PS-KD (Kim, Ji, Yoon & Hwang, "Self-Knowledge
+Distillation with Progressive Refinement of Targets", ICCV 2021). Not a baseline of the LSTSD
+paper (which predates it); included as a later one-generation method built on the same idea of
+per-sample targets recorded in the previous epoch.
+
+Kim et al., Eq. (5)–(6): the target of sample x at epoch t is
+
+    q_t(x) = (1 − α_t)·y + α_t·P^{t−1}(x),      α_t = α_T · t / T
+
+where y is the one-hot label, P^{t−1}(x) the network's prediction for x in the previous epoch
+and T the number of epochs. Mapping onto this file (``epoch`` is 0-based, t = epoch + 1)::
+
+    read        P_i = bank[i]                         recorded in the previous epoch (T = 1 softmax)
+    target      q_i = (1 − α_t)·onehot(y_i) + α_t·P_i   one-hot alone for samples with no record
+    loss        L = soft_cross_entropy(logits, q)
+    record      bank[i] ← softmax(f(x_i; θ))           from the training forward pass, detached
+
+α_t uses t = epoch + 1 so that it rises linearly to α_T in the last epoch, as the authors' code
+(``alpha_T * ((epoch + 1) / end_epoch)``) does. The run's length comes from
+``setup(model, epochs=...)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..bank import SoftTargetBank
+from ..losses import soft_cross_entropy
+from .base import Method
+
+
+def pskd_targets(targets: torch.Tensor, previous: torch.Tensor, recorded: torch.Tensor, alpha: float,
+                 num_classes: int) -> torch.Tensor:
+    """Kim et al., Eq. (5): ``(1 − α)·onehot(y) + α·P_prev`` where ``recorded``, else ``onehot(y)``.
+
+    Example:
+        >>> pskd_targets(torch.tensor([0]), torch.tensor([[0.5, 0.5]]), torch.tensor([True]), 0.4, 2)
+        tensor([[0.8000, 0.2000]])
+    """
+    onehot = F.one_hot(targets.long(), num_classes).to(previous.dtype)
+    return torch.where(recorded[:, None], torch.lerp(onehot, previous, alpha), onehot)
+
+
+class PSKD(Method):
+    """PS-KD: soft cross-entropy against a mix of the label and last epoch's own prediction.
+
+    Args:
+        num_samples: training-set size N.
+        num_classes: number of classes C.
+        alpha_T: α_T, the mixing weight reached in the last epoch (Kim et al.: 0.8).
+        bank_dtype: storage dtype of the recorded predictions (fp16 default; fp32/bf16 accepted).
+        device: initial device of the bank (it follows the logits' device).
+        validate: check every batch.
+
+    ``setup(model, epochs=E)`` must give the run's total number of epochs (α_t depends on it).
+
+    Example:
+        >>> policy = PSKD(num_samples=len(train_set), num_classes=100)
+        >>> policy.setup(model, epochs=200)
+        >>> policy.start_epoch(0)
+        >>> loss = policy.loss(model(x), y, idx)
+    """
+
+    name = "ps_kd"
+
+    def __init__(self, num_samples: int, num_classes: int, alpha_T: float = 0.8,  # noqa: N803 (paper's name)
+                 bank_dtype: torch.dtype = torch.float16, device: torch.device | str | None = None,
+                 validate: bool = True) -> None:
+        super().__init__(num_samples, num_classes, validate=validate)
+        alpha = float(alpha_T)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha_T must be in [0, 1], got {alpha_T!r}")
+        self.alpha_T = alpha
+        self.bank_dtype = bank_dtype
+        self.predictions = SoftTargetBank(num_samples, num_classes, bank_dtype, device, validate=False)
+        self.epochs: int | None = None
+
+    def setup(self, model: nn.Module, *, epochs: int | None = None, steps_per_epoch: int | None = None) -> None:
+        """Record the run's total number of epochs T (required: α_t = α_T·t/T)."""
+        if epochs is None:
+            raise ValueError("PS-KD needs the run's length: call setup(model, epochs=total_epochs)")
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        self.epochs = epochs
+
+    def alpha(self, epoch: int) -> float:
+        """α_t = α_T·(epoch + 1)/epochs for the 0-based ``epoch``."""
+        if self.epochs is None:
+            raise RuntimeError("PS-KD does not know the run's length: call setup(model, epochs=total_epochs) first")
+        if not 0 <= epoch < self.epochs:
+            raise ValueError(f"epoch {epoch} is outside the run of {self.epochs} epochs given to setup()")
+        return self.alpha_T * (epoch + 1) / self.epochs
+
+    def start_epoch(self, epoch: int) -> None:
+        self.alpha(epoch)   # fail early if the run's length is unknown or exceeded
+        super().start_epoch(epoch)
+
+    def soft_targets(self, targets: torch.Tensor, indices: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``((1 − α)·onehot + α·P_prev, recorded)``; rows with no recorded prediction are one-hot."""
+        previous, recorded = self.predictions.read(indices)
+        return pskd_targets(targets, previous, recorded, alpha, self.num_classes), recorded
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, *,
+             model: nn.Module | None = None, inputs: Any = None) -> torch.Tensor:
+        """Soft cross-entropy against the progressive target, then record this epoch's prediction.
+
+        Components: ``ce`` (hard-label CE), ``kd`` (CE against the recorded predictions, 0 for
+        rows without one) and ``total`` (the loss, ``(1 − α_t)·ce + α_t·kd`` once every row has a record).
+        """
+        epoch = self._require_epoch("loss()")
+        indices = self._check_batch(logits, targets, indices)
+        if self.predictions.device != logits.device:
+            self.predictions.to(logits.device)
+        indices = indices.to(logits.device)
+        targets = targets.to(logits.device)
+
+        previous, recorded = self.predictions.read(indices)
+        q = pskd_targets(targets, previous, recorded, self.alpha(epoch), self.num_classes)
+        loss = soft_cross_entropy(logits, q)
+
+        with torch.no_grad():
+            log_p = F.log_softmax(logits.detach().float(), dim=1)
+            ce = -log_p.gather(1, targets.long()[:, None]).mean()
+            kd = -(previous * log_p).sum() / logits.shape[0]   # unrecorded rows of the bank are zeros
+            self.predictions.write(indices, log_p.exp())
+        self._components = {"ce": ce, "kd": kd, "total": loss.detach()}
+        return loss
+
+    def hparams(self) -> dict[str, Any]:
+        return {**super().hparams(), "alpha_T": self.alpha_T, "epochs": self.epochs,
+                "bank_dtype": str(self.bank_dtype).removeprefix("torch.")}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["predictions"] = self.predictions.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "predictions" not in state:
+            raise ValueError("PSKD state_dict is missing 'predictions'")
+        self.predictions.load_state_dict(state["predictions"])

@@ -1,0 +1,114 @@
+"""Snapshot Distillation (Yang, Xie, Qiao & Yuille, "Snapshot Distillation: Teacher-Student
+Optimization in One Generation", CVPR 2019).
+
+The LSTSD paper, "Baselines":
+
+    Similar to Snapshot Ensembles, **Snapshot Distillation** also divides the overall training
+    process into several mini-generations. In each mini-generation, the last snapshot in the
+    previous mini-generation is used as a teacher. To assure a difference between student and
+    teacher, a cyclic learning rate is applied in each mini-generation.
+
+Mapping onto this file (m = epoch // cycle_epochs, 0-based)::
+
+    configure_lr_scheduler   cosine annealing restarted every cycle_epochs epochs, per iteration
+                             (shared with Snapshot Ensembles: lstsd.methods._snapshots)
+    loss, m = 0              L = CE
+    loss, m > 0              z = softmax(f(x; θ_{m−1}) / T)   the frozen teacher on the same batch
+                             L = CE + λ·KL(z ‖ softmax(f(x; θ) / T))
+    end_epoch                if (epoch + 1) % cycle_epochs == 0: θ_m ← θ (the next mini-generation's teacher)
+
+Choices: the teacher runs in eval mode without gradient; the LSTSD paper uses 40-epoch
+mini-generations (following Yang et al.) and T = 2; the teacher weight ``lambda_teacher``
+defaults to 1.0 (the LSTSD paper grid-searched it without reporting the value). Yang et al.'s
+extra refinements (a teacher-confidence filter on the soft targets, a schedule that does not
+anneal to zero) are not part of the LSTSD paper's description and are left out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..losses import KLDirection, check_kl_direction, check_temperature, distillation_kl
+from ._snapshots import (CyclicSnapshotMethod, frozen_probs, refresh_snapshot, require_inputs,
+                         restore_snapshot, snapshot_state)
+from .base import check_weight
+
+
+class SnapshotDistillation(CyclicSnapshotMethod):
+    """Snapshot Distillation: the snapshot at the end of the previous mini-generation teaches.
+
+    Args:
+        num_samples: training-set size N.
+        num_classes: number of classes C.
+        cycle_epochs: epochs per mini-generation (paper setting: 40).
+        eta_min: LR at the end of each cycle.
+        lambda_teacher: λ, weight of the distillation term (default 1.0).
+        temperature: T softening teacher and student in the distillation term (paper: 2).
+        kl_direction: ``"teacher_student"`` (default) or ``"student_teacher"``.
+        t2_scale: multiply the distillation term by T².
+        validate: check every batch.
+
+    Example:
+        >>> policy = SnapshotDistillation(num_samples=len(train_set), num_classes=100)
+        >>> policy.setup(model)
+        >>> sched = policy.configure_lr_scheduler(opt, epochs=160, steps_per_epoch=len(loader))
+        >>> loss = policy.loss(model(x), y, idx, model=model, inputs=x)
+    """
+
+    name = "snapshot_distillation"
+    extra_forward_passes = 1
+    needs_model_inputs = True
+
+    def __init__(self, num_samples: int, num_classes: int, cycle_epochs: int = 40, eta_min: float = 0.0,
+                 lambda_teacher: float = 1.0, temperature: float = 2.0,
+                 kl_direction: KLDirection = "teacher_student", t2_scale: bool = False,
+                 validate: bool = True) -> None:
+        super().__init__(num_samples, num_classes, cycle_epochs, eta_min, validate=validate)
+        self.lambda_teacher = check_weight("lambda_teacher", lambda_teacher)
+        self.temperature = check_temperature(temperature)
+        self.kl_direction = check_kl_direction(kl_direction)
+        self.t2_scale = bool(t2_scale)
+        self.teacher: nn.Module | None = None   # θ_{m−1}, frozen for the whole mini-generation m
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None, *,
+             model: nn.Module | None = None, inputs: Any = None) -> torch.Tensor:
+        """CE in the first mini-generation; ``CE + λ·KL(teacher ‖ student)`` afterwards."""
+        epoch = self._require_epoch("loss()")
+        self._check_batch(logits, targets, indices)
+        ce = self.cross_entropy(logits, targets)
+        if self.mini_generation(epoch) > 0 and self.teacher is not None:
+            require_inputs(self, inputs)
+            z = frozen_probs(self.teacher, inputs, self.temperature)
+            kd = distillation_kl(logits, z, self.temperature, direction=self.kl_direction,
+                                 t2_scale=self.t2_scale)
+            loss = ce + self.lambda_teacher * kd
+        else:
+            kd = torch.zeros((), device=ce.device)
+            loss = ce
+        self._components = {"ce": ce.detach(), "kd": kd.detach(), "total": loss.detach()}
+        return loss
+
+    def end_epoch(self, model: nn.Module | None = None) -> None:
+        """At the end of a mini-generation, its last snapshot becomes the next one's teacher."""
+        epoch, model = self._closing_epoch(model)
+        if self.is_last_epoch_of_cycle(epoch):
+            self.teacher = refresh_snapshot(self.teacher, model)
+        super().end_epoch(model)
+
+    def hparams(self) -> dict[str, Any]:
+        return {**super().hparams(), "lambda_teacher": self.lambda_teacher, "temperature": self.temperature,
+                "kl_direction": self.kl_direction, "t2_scale": self.t2_scale}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["teacher"] = snapshot_state(self.teacher)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "teacher" not in state:
+            raise ValueError("SnapshotDistillation state_dict is missing 'teacher'")
+        self.teacher = restore_snapshot(self._model, state["teacher"], into=self.teacher)

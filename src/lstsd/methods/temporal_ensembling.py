@@ -1,0 +1,161 @@
+"""Temporal Ensembling (Laine & Aila, "Temporal Ensembling for Semi-Supervised Learning",
+ICLR 2017 / arXiv 2016), as the LSTSD paper uses it: a per-sample moving average of the
+network's past predictions serves as each sample's teacher.
+
+The LSTSD paper, "Baselines":
+
+    Temporal Ensembles saves each sample's moving average probability produced by the neural
+    network when the sample was selected as training data to update the parameters in the
+    previous training process, rather than saving the parameters of the neural network.
+    Specifically, the moving average probability is computed as Z = αZ + (1 − α)z at every
+    epoch, where Z denotes the moving average probability and z denotes the probability at the
+    current time step. As suggested by the original paper, we set α = 0.6.
+
+Mapping of Laine & Aila's Algorithm 2 onto this file (per sample i, t_i = times i was trained on)::
+
+    read        ẑ_i = Z_i / (1 − α^{t_i})                  bias correction, before this batch's update
+    loss        L = CE + w(e)·λ·KL(ẑ_i ‖ softmax(f(x_i)/T))   only samples with t_i > 0 are distilled
+    record      Z_i ← α·Z_i + (1 − α)·softmax(f(x_i)/T);  t_i ← t_i + 1
+    ramp-up     w(e) = exp(−5·(1 − e/R)²) for e < R = rampup_epochs, else 1 (R = 0: w ≡ 1)
+
+Choices: z comes from the training forward pass (detached), so the method needs no extra
+forward pass; Laine & Aila accumulate the epoch's predictions and fold them into Z at the end of
+the epoch, which is the same when each sample is seen once per epoch, and the per-sample count
+makes the bias correction right for samples skipped in some epoch (``drop_last``). The consistency
+cost is the distillation KL with temperature T rather than the original squared error, like every
+baseline of the LSTSD paper; ``lambda_teacher`` defaults to 1.0 (the LSTSD paper grid-searched
+it without reporting the value). Ramp-up is off by default (Laine & Aila ramp over 80 epochs).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..bank import SoftTargetBank
+from ..losses import KLDirection, check_kl_direction, check_temperature, distillation_kl
+from .base import Method, check_weight
+
+
+def gaussian_rampup(epoch: int, rampup_epochs: int) -> float:
+    """Laine & Aila's ramp-up ``exp(−5·(1 − x)²)`` with ``x = min(epoch / rampup_epochs, 1)``; 1 if disabled.
+
+    Example:
+        >>> gaussian_rampup(0, 0), round(gaussian_rampup(40, 80), 4), gaussian_rampup(80, 80)
+        (1.0, 0.2865, 1.0)
+    """
+    if rampup_epochs <= 0:
+        return 1.0
+    x = min(epoch / rampup_epochs, 1.0)
+    return math.exp(-5.0 * (1.0 - x) ** 2)
+
+
+class TemporalEnsembling(Method):
+    """Temporal Ensembling: distil each sample toward the bias-corrected EMA of its past predictions.
+
+    Args:
+        num_samples: training-set size N.
+        num_classes: number of classes C.
+        ensemble_momentum: α of Z ← αZ + (1 − α)z (paper: 0.6).
+        lambda_teacher: weight of the distillation term (default 1.0).
+        rampup_epochs: epochs of the Gaussian ramp-up of the weight (0, the default, disables it).
+        temperature: T of the recorded predictions and of the student in the KL (default 2).
+        kl_direction: ``"teacher_student"`` (default) or ``"student_teacher"``.
+        t2_scale: multiply the distillation term by T².
+        device: initial device of the store (it follows the logits' device).
+        validate: check every batch.
+
+    The ensemble Z is kept in float32 (the bias correction divides by 1 − α^t, which would
+    amplify half-precision rounding in early epochs).
+
+    Example:
+        >>> policy = TemporalEnsembling(num_samples=len(train_set), num_classes=100)
+        >>> policy.start_epoch(0)
+        >>> loss = policy.loss(model(x), y, idx)
+    """
+
+    name = "temporal_ensembling"
+
+    def __init__(self, num_samples: int, num_classes: int, ensemble_momentum: float = 0.6,
+                 lambda_teacher: float = 1.0, rampup_epochs: int = 0, temperature: float = 2.0,
+                 kl_direction: KLDirection = "teacher_student", t2_scale: bool = False,
+                 device: torch.device | str | None = None, validate: bool = True) -> None:
+        super().__init__(num_samples, num_classes, validate=validate)
+        alpha = float(ensemble_momentum)
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"ensemble_momentum (α) must be in [0, 1), got {ensemble_momentum!r}")
+        if not isinstance(rampup_epochs, int) or isinstance(rampup_epochs, bool) or rampup_epochs < 0:
+            raise ValueError(f"rampup_epochs must be an int >= 0 (0 disables the ramp-up), got {rampup_epochs!r}")
+        self.ensemble_momentum = alpha
+        self.lambda_teacher = check_weight("lambda_teacher", lambda_teacher)
+        self.rampup_epochs = rampup_epochs
+        self.temperature = check_temperature(temperature)
+        self.kl_direction = check_kl_direction(kl_direction)
+        self.t2_scale = bool(t2_scale)
+        # Z (not bias-corrected, so rows sum to 1 − α^t: the bank's probability checks are off).
+        self.ensemble = SoftTargetBank(num_samples, num_classes, torch.float32, device, validate=False)
+        self.counts = torch.zeros(num_samples, dtype=torch.int64, device=device)   # t_i
+
+    def weight(self, epoch: int) -> float:
+        """The distillation weight of ``epoch``: ``λ·w(epoch)``."""
+        return self.lambda_teacher * gaussian_rampup(epoch, self.rampup_epochs)
+
+    def targets(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(Z_i / (1 − α^{t_i}), t_i > 0)``: the bias-corrected targets and which are defined.
+
+        Rows never trained on come back as zeros with the mask False.
+        """
+        z, recorded = self.ensemble.read(indices)
+        t = self.counts[indices.to(self.counts.device)].to(z.dtype)
+        correction = 1.0 - torch.pow(torch.full_like(t, self.ensemble_momentum), t)
+        z = torch.where(recorded[:, None], z / correction.clamp_min(1e-12)[:, None], torch.zeros_like(z))
+        return z, recorded
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, *,
+             model: nn.Module | None = None, inputs: Any = None) -> torch.Tensor:
+        """``CE + λ·w(e)·KL(ẑ ‖ p)`` over the samples seen before, then fold this prediction into Z."""
+        epoch = self._require_epoch("loss()")
+        indices = self._check_batch(logits, targets, indices)
+        if self.ensemble.device != logits.device:
+            self.ensemble.to(logits.device)
+            self.counts = self.counts.to(logits.device)
+        indices = indices.to(logits.device)
+
+        ce = self.cross_entropy(logits, targets)
+        weight = self.weight(epoch)
+        target, mask = self.targets(indices)                      # before this batch's update
+        kd = distillation_kl(logits, target, self.temperature, mask=mask, direction=self.kl_direction,
+                             t2_scale=self.t2_scale)
+        loss = ce + weight * kd if weight > 0 else ce
+
+        z = torch.softmax(logits.detach().float() / self.temperature, dim=1)
+        old, _ = self.ensemble.read(indices)
+        self.ensemble.write(indices, torch.lerp(z, old, self.ensemble_momentum))   # αZ + (1 − α)z
+        self.counts[indices] += 1
+
+        self._components = {"ce": ce.detach(), "kd": kd.detach(), "total": loss.detach()}
+        return loss
+
+    def hparams(self) -> dict[str, Any]:
+        return {**super().hparams(), "ensemble_momentum": self.ensemble_momentum,
+                "lambda_teacher": self.lambda_teacher, "rampup_epochs": self.rampup_epochs,
+                "temperature": self.temperature, "kl_direction": self.kl_direction, "t2_scale": self.t2_scale}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["ensemble"] = self.ensemble.state_dict()
+        state["counts"] = self.counts.clone()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "ensemble" not in state or "counts" not in state:
+            raise ValueError("TemporalEnsembling state_dict is missing 'ensemble' or 'counts'")
+        counts = state["counts"]
+        if not isinstance(counts, torch.Tensor) or tuple(counts.shape) != (self.num_samples,):
+            raise ValueError("corrupt TemporalEnsembling state: 'counts' must be a tensor of shape (num_samples,)")
+        self.ensemble.load_state_dict(state["ensemble"])
+        self.counts.copy_(counts)
