@@ -5,14 +5,16 @@ stored probabilities, not networks run on the batch. This script measures one tr
 (forward, the method's loss including any teacher forwards, backward, optimizer step, the
 method's end-of-step hook and scheduler step) for each method on the same model and data.
 
-Measurements are interleaved: every repeat runs one epoch of ``--steps`` steps of each method in
-turn (the order rotates between repeats), so that load from other processes on a shared machine
-hits all methods alike. Each method keeps its own model, optimizer and state across repeats, and
-first runs a priming epoch so that every teacher is active (mini-generations of one epoch).
+Measurements are interleaved at the level of single steps: every repeat is one epoch of
+``--steps`` steps for every method, run as rounds of one step of each method in turn (the order
+rotates from round to round), so that bursts of load from other processes on a shared machine hit
+all methods alike and each step is compared with a vanilla step taken seconds apart. Each method
+keeps its own model, optimizer and state across repeats, and first runs a priming (untimed) epoch
+so that every teacher is active (mini-generations of one epoch).
 
 Reported per method: the extra forward passes it declares, the median ms per step over all timed
-steps, and the ratio to vanilla — the median over repeats of (method's median step in that repeat
-/ vanilla's median step in that repeat), with the interquartile range of those ratios.
+steps, and the ratio to vanilla — the median over rounds of (the method's step time / vanilla's
+step time in the same round), with the interquartile range of those ratios.
 
 Example (CPU, ≈ 2-3 min on 2 cores in bf16)::
 
@@ -78,32 +80,33 @@ class Runner:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def run_epoch(self) -> list[float]:
-        """One epoch of ``--steps`` steps; returns the wall time of each step in ms."""
-        b = self.args.batch_size
-        times = []
+    def start_epoch(self) -> None:
         self.model.train()
         self.method.start_epoch(self.epoch)
-        for step in range(self.args.steps):
-            x = self.x[step * b:(step + 1) * b]
-            y = self.y[step * b:(step + 1) * b]
-            idx = torch.arange(step * b, (step + 1) * b, device=self.device)
-            self._sync()
-            start = time.perf_counter()
-            with self._autocast():
-                logits = self.model(x)
-                loss = self.method.loss(logits, y, idx, model=self.model, inputs=x)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            self.method.end_step(self.model)
-            if self.sched is not None:
-                self.sched.step()
-            self._sync()
-            times.append((time.perf_counter() - start) * 1e3)
+
+    def step(self, step: int) -> float:
+        """Training step ``step`` of the open epoch; returns its wall time in ms."""
+        b = self.args.batch_size
+        x = self.x[step * b:(step + 1) * b]
+        y = self.y[step * b:(step + 1) * b]
+        idx = torch.arange(step * b, (step + 1) * b, device=self.device)
+        self._sync()
+        start = time.perf_counter()
+        with self._autocast():
+            logits = self.model(x)
+            loss = self.method.loss(logits, y, idx, model=self.model, inputs=x)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.method.end_step(self.model)
+        if self.sched is not None:
+            self.sched.step()
+        self._sync()
+        return (time.perf_counter() - start) * 1e3
+
+    def end_epoch(self) -> None:
         self.method.end_epoch(self.model)
         self.epoch += 1
-        return times
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -143,17 +146,22 @@ def main(argv: list[str] | None = None) -> int:
     y = torch.randint(0, NUM_CLASSES, (n,), generator=g).to(device)
 
     runners = {name: Runner(name, args, (x, y)) for name in names}
-    for runner in runners.values():          # priming epoch: warm-up, teachers become active
-        runner.run_epoch()
-    per_repeat: dict[str, list[float]] = {name: [] for name in names}   # median ms of each repeat
-    all_steps: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(args.repeats):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            times = runners[name].run_epoch()
-            per_repeat[name].append(statistics.median(times))
-            all_steps[name].extend(times)
-        print(f"repeat {r + 1}/{args.repeats} done", file=sys.stderr, flush=True)
+    times: dict[str, list[float]] = {name: [] for name in names}     # every timed step
+    ratios: dict[str, list[float]] = {name: [] for name in names}    # step time / vanilla's, same round
+    for repeat in range(args.repeats + 1):       # repeat 0 primes: warm-up, teachers become active
+        for runner in runners.values():
+            runner.start_epoch()
+        for step in range(args.steps):
+            shift = (repeat * args.steps + step) % len(names)
+            round_ms = {name: runners[name].step(step) for name in names[shift:] + names[:shift]}
+            if repeat == 0:
+                continue
+            for name, ms in round_ms.items():
+                times[name].append(ms)
+                ratios[name].append(ms / round_ms["vanilla"])
+        for runner in runners.values():
+            runner.end_epoch()
+        print(f"{'priming' if repeat == 0 else f'repeat {repeat}/{args.repeats}'} done", file=sys.stderr, flush=True)
 
     dtype = "bf16 autocast, channels_last" if args.bf16 else "fp32"
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
@@ -162,9 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| method | extra forwards | median ms/step | ratio to vanilla (IQR) |")
     print("|---|---:|---:|---|")
     for name in names:
-        ratios = [m / v for m, v in zip(per_repeat[name], per_repeat["vanilla"])]
-        q1, q2, q3 = quartiles(ratios)
-        print(f"| {name} | {runners[name].method.extra_forward_passes} | {statistics.median(all_steps[name]):.1f} "
+        q1, q2, q3 = quartiles(ratios[name])
+        print(f"| {name} | {runners[name].method.extra_forward_passes} | {statistics.median(times[name]):.1f} "
               f"| {q2:.2f} ({q1:.2f}–{q3:.2f}) |")
     return 0
 

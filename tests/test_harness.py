@@ -213,3 +213,33 @@ def test_paper_configs_load_and_take_a_step(path, tmp_path):
                              f"run_dir={tmp_path / 'run'}", "epochs=1", "progress=none"])
     results = Trainer(cfg, log=None).fit()
     assert results["num_train"] == cfg.batch_size and "test_accuracy" in results["final"]
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    from lstsd.harness.trainer import Progress
+
+    class Stream:
+        def __init__(self, tty):
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+        def write(self, text):
+            pass
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr("sys.stderr", Stream(False))
+    assert not Progress("auto").enabled and Progress("bar").enabled and not Progress("none").enabled
+    monkeypatch.setattr("sys.stderr", Stream(True))
+    assert Progress("auto").enabled and not Progress("none").enabled
+    with Progress("none").wrap([1, 2], 2, "x") as items:
+        assert list(items) == [1, 2]
+
+
+def test_cli_list(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "lstsd" in out and "resnet20" in out and "fashion_mnist" in out and "quick" in out

@@ -99,7 +99,8 @@ class PSKD(Method):
         self.alpha(epoch)   # fail early if the run's length is unknown or exceeded
         super().start_epoch(epoch)
 
-    def soft_targets(self, targets: torch.Tensor, indices: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def soft_targets(self, targets: torch.Tensor, indices: torch.Tensor,
+                     alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
         """``((1 − α)·onehot + α·P_prev, recorded)``; rows with no recorded prediction are one-hot."""
         previous, recorded = self.predictions.read(indices)
         return pskd_targets(targets, previous, recorded, alpha, self.num_classes), recorded

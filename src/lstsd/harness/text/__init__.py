@@ -31,7 +31,13 @@ import os
 from typing import Any
 
 from .glue import GLUE_TASKS, available_glue_tasks, load_glue, read_glue_tsv
-from .models import HFSequenceClassifier, TextCNN, available_text_models, build_text_model, pretrained_source
+from .models import (
+    HFSequenceClassifier,
+    TextCNN,
+    available_text_models,
+    build_text_model,
+    pretrained_source,
+)
 from .tokenize import (
     TextSplits,
     Vocab,
@@ -46,10 +52,10 @@ from .vader import VADER_FILES, fetch_vader, load_vader, read_vader_file, vader_
 
 __all__ = [
     "GLUE_TASKS",
+    "VADER_FILES",
     "HFSequenceClassifier",
     "TextCNN",
     "TextSplits",
-    "VADER_FILES",
     "Vocab",
     "available_glue_tasks",
     "available_text_datasets",

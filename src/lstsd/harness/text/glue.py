@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,7 +184,7 @@ def _from_hf(spec: _GlueTask) -> tuple[tuple[list[str], list[str] | None, list[i
                           "(`pip install datasets`, online); or use local TSV files (source='files')") from exc
     try:
         ds: Any = datasets.load_dataset("glue", spec.hf_config)
-    except Exception as exc:  # noqa: BLE001 - network / hub errors come in many types
+    except Exception as exc:  # network / hub errors come in many types; re-raised below
         raise OSError(f"datasets.load_dataset('glue', {spec.hf_config!r}) failed ({type(exc).__name__}: {exc}); "
                       "it needs the Hugging Face hub (are you online?)") from exc
     out = []
@@ -226,11 +227,8 @@ def load_glue(task: str, *, data_dir: str | os.PathLike | None = None, source: s
     elif source == "files":
         raise _missing_error(spec, searched)
     else:
-        try:
-            import datasets  # noqa: F401
-        except ImportError:
-            if source == "auto":
-                raise _missing_error(spec, searched) from None
+        if source == "auto" and importlib.util.find_spec("datasets") is None:
+            raise _missing_error(spec, searched)
         train, test = _from_hf(spec)
     ts = TextSplits(
         name=f"glue_{spec.name}",

@@ -161,7 +161,7 @@ class HFSequenceClassifier(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, num_labels: int,
-                        local_files_only: bool | None = None, **kwargs: Any) -> "HFSequenceClassifier":
+                        local_files_only: bool | None = None, **kwargs: Any) -> HFSequenceClassifier:
         """Load a checkpoint with ``AutoModelForSequenceClassification.from_pretrained``.
 
         A local folder is always loaded with ``local_files_only=True``; a hub name obeys
@@ -193,7 +193,7 @@ class HFSequenceClassifier(nn.Module):
         return cls(model)
 
     @classmethod
-    def from_config(cls, config: Any, *, num_labels: int | None = None) -> "HFSequenceClassifier":
+    def from_config(cls, config: Any, *, num_labels: int | None = None) -> HFSequenceClassifier:
         """A randomly initialised model from a ``transformers`` config (no files, no downloads).
 
         Example:

@@ -125,7 +125,7 @@ class TextSplits:
         """Whether samples are sentence pairs."""
         return self.train_pairs is not None
 
-    def subset_train(self, indices: torch.Tensor) -> "TextSplits":
+    def subset_train(self, indices: torch.Tensor) -> TextSplits:
         """A copy whose train split keeps only rows ``indices`` (test split unchanged)."""
         idx = [int(i) for i in indices]
         pairs = None if self.train_pairs is None else [self.train_pairs[i] for i in idx]
@@ -133,7 +133,7 @@ class TextSplits:
                           dtype=torch.int64)], self.test_texts, self.test_labels, self.num_classes, pairs,
                           self.test_pairs, self.metrics, self.classes)
 
-    def with_train_subset(self, train_subset: int | float | None, seed: int) -> "TextSplits":
+    def with_train_subset(self, train_subset: int | float | None, seed: int) -> TextSplits:
         """Seeded stratified subset of the train split (count or fraction); ``None`` is a no-op."""
         if train_subset is None:
             return self
@@ -339,7 +339,8 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, local_files_only: bool | 
         >>> tok("a", "b")["token_type_ids"]              # doctest: +SKIP
         [0, 0, 0, 1, 1]
     """
-    from transformers import AutoTokenizer  # lazy: the core library must not need transformers
+    # lazy: the core library must not need transformers
+    from transformers import AutoTokenizer
 
     local = _is_local(name_or_path)
     path = Path(os.fspath(name_or_path)).expanduser()
