@@ -109,3 +109,11 @@ def test_half_precision_row_sums_within_tolerance_accepted():
     bank = SoftTargetBank(4, 10, dtype=torch.bfloat16)
     bank.write(torch.arange(4), p)
     assert bank.recorded.all()
+
+
+def test_dtype_by_name_as_configs_give_it():
+    assert SoftTargetBank(2, 2, dtype="bfloat16").targets.dtype == torch.bfloat16
+    from lstsd import LSTSD
+    assert LSTSD(4, 3, bank_dtype="float32").short_term_bank.targets.dtype == torch.float32
+    with pytest.raises(ValueError, match="bank dtype must be one of"):
+        SoftTargetBank(2, 2, dtype="float8")

@@ -174,6 +174,10 @@ def test_cli_train_compare_report(tmp_path, capsys):
     assert cli.main(["compare", "--preset", str(preset), "--out", str(out)]) == 0
     assert capsys.readouterr().out.count("finished earlier, reused") == 4
 
+    # the same folder with other settings is refused, not silently reused
+    assert cli.main(["compare", "--preset", str(preset), "--out", str(out), "--set", "epochs=4"]) == 2
+    assert "holds a run with other settings (epochs" in capsys.readouterr().err
+
     assert cli.main(["report", *(str(out / n) for n in ("vanilla-seed0", "lstsd-seed0")),
                      "--out", str(tmp_path / "plots2")]) == 0
     assert "| lstsd |" in capsys.readouterr().out

@@ -22,6 +22,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest
 import torch
 
+from fakedata import write_glue, write_vader
 from lstsd.harness import metrics
 from lstsd.harness.text import (
     HFSequenceClassifier,
@@ -65,22 +66,8 @@ REAL_VADER = _real_vader_dir()
 # --------------------------------------------------------------------------- VADER
 
 
-def _write_vader(folder: Path) -> Path:
-    """12 positive, 8 negative, 3 zero-scored rows; CRLF; a cp1252 byte; a tab inside a text."""
-    rows = [f"p{i}\t{0.5 + i / 10:.2f}\tgood thing {i}" for i in range(12)]
-    rows += [f"n{i}\t-{1 + i / 10:.2f}\tbad thing {i}" for i in range(8)]
-    rows += ["z1\t0\tneutral one", "z2\t0.0\tneutral two", "z3\t-0.00\tneutral three"]
-    data = "\r\n".join(rows).encode("utf-8")
-    data += "\r\np_utf\t1.5\tclichés \u00a31000\r\n".encode("utf-8")
-    data += b"n_cp\t-2.0\tna\xefve\tand tabbed\r\n\r\n"  # \xef alone is not UTF-8: cp1252 fallback
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "movieReviewSnippets_GroundTruth.txt"
-    path.write_bytes(data)
-    return path
-
-
 def test_vader_parse_crlf_encoding_and_zero_scores(tmp_path):
-    path = _write_vader(tmp_path / "data")
+    path = write_vader(tmp_path / "data")
     rows = read_vader_file(path)
     assert len(rows) == 25
     assert all("\r" not in t and "\n" not in t for _, _, t in rows)
@@ -183,32 +170,8 @@ def test_real_vader_cache_loads():
 # --------------------------------------------------------------------------- GLUE
 
 
-def _write_glue(root: Path) -> None:
-    (root / "RTE").mkdir(parents=True)
-    (root / "MRPC").mkdir()
-    (root / "SST-2").mkdir()
-    (root / "CoLA").mkdir()
-    rte = "index\tsentence1\tsentence2\tlabel\n0\tA man sleeps.\tA person rests.\tentailment\n" \
-          "1\tIt's \"raining\".\tIt is dry.\tnot_entailment\n2\tCats meow.\tDogs bark.\tnot_entailment\n"
-    (root / "RTE" / "train.tsv").write_text(rte, encoding="utf-8")
-    (root / "RTE" / "dev.tsv").write_text(rte.replace("Cats", "Birds"), encoding="utf-8")
-    mrpc = ("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\r\n"
-            "1\t702876\t702977\tHe said \"it was fine.\tHe said it was fine.\r\n"  # a stray, unbalanced quote
-            "0\t2108705\t2108831\tYucaipa owned \"Dominick's\" then.\tIt was sold in 1995 .\r\n"
-            "1\t1330381\t1330521\tThe stock rose 5\" today.\tShares rose today.\r\n")
-    (root / "MRPC" / "train.tsv").write_text(mrpc, encoding="utf-8", newline="")
-    (root / "MRPC" / "dev.tsv").write_text(mrpc, encoding="utf-8", newline="")
-    sst = "sentence\tlabel\nit 's a charming journey . \t1\nunfunny and \"dull\" \t0\n"
-    (root / "SST-2" / "train.tsv").write_text(sst, encoding="utf-8")
-    (root / "SST-2" / "dev.tsv").write_text(sst, encoding="utf-8")
-    cola = "gj04\t1\t\tOur friends won't buy this analysis.\ngj04\t0\t*\tThey drank the pub.\n" \
-           "gj04\t1\t\tThe \"sailors\" rode.\n"
-    (root / "CoLA" / "train.tsv").write_text(cola, encoding="utf-8")
-    (root / "CoLA" / "dev.tsv").write_text(cola, encoding="utf-8")
-
-
 def test_glue_tsv_layouts(tmp_path):
-    _write_glue(tmp_path / "glue")
+    write_glue(tmp_path / "glue")
     rte = load_glue("rte", data_dir=tmp_path / "glue")
     assert rte.train_texts == ["A man sleeps.", 'It\'s "raining".', "Cats meow."]
     assert rte.train_pairs == ["A person rests.", "It is dry.", "Dogs bark."]

@@ -22,6 +22,17 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def resolve_bank_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """A bank storage dtype from a ``torch.dtype`` or its name (``"float16"``, as YAML configs give it)."""
+    if isinstance(dtype, str):
+        if dtype.removeprefix("torch.") not in _DTYPES:
+            raise ValueError(f"bank dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        return _DTYPES[dtype.removeprefix("torch.")]
+    if dtype not in _DTYPES.values():
+        raise ValueError(f"dtype must be one of torch.float32, torch.float16, torch.bfloat16, got {dtype}")
+    return dtype
+
+
 class SoftTargetBank:
     """An ``num_samples × num_classes`` store of soft targets with a per-row "recorded" mask.
 
@@ -31,7 +42,7 @@ class SoftTargetBank:
     Args:
         num_samples: number of training samples N (rows).
         num_classes: number of classes C (columns).
-        dtype: storage dtype, one of ``torch.float32``, ``torch.float16``, ``torch.bfloat16``.
+        dtype: storage dtype, one of ``torch.float32``, ``torch.float16``, ``torch.bfloat16`` (or its name).
         device: where the store lives; keep it on the model's device (see :meth:`to`).
         validate: check every write/read (index range, repeats, shapes, finiteness, row sums).
             Each check costs one host synchronisation on CUDA; callers that produce indices and
@@ -46,14 +57,13 @@ class SoftTargetBank:
         [True, False]
     """
 
-    def __init__(self, num_samples: int, num_classes: int, dtype: torch.dtype = torch.float16,
+    def __init__(self, num_samples: int, num_classes: int, dtype: torch.dtype | str = torch.float16,
                  device: torch.device | str | None = None, *, validate: bool = True) -> None:
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int (the training-set size), got {num_samples!r}")
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-        if dtype not in _DTYPES.values():
-            raise ValueError(f"dtype must be one of torch.float32, torch.float16, torch.bfloat16, got {dtype}")
+        dtype = resolve_bank_dtype(dtype)
         self.num_samples = num_samples
         self.num_classes = num_classes
         self.dtype = dtype

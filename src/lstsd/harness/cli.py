@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..methods import available_methods
-from .config import apply_overrides, load_config, read_yaml
-from .trainer import CHECKPOINT, RESULTS, Trainer
+from .config import RESUMABLE_CHANGES, TrainConfig, apply_overrides, load_config, read_yaml
+from .trainer import CHECKPOINT, CONFIG, RESULTS, Trainer
 
 
 def preset_names() -> list[str]:
@@ -76,6 +76,7 @@ def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[i
         cfg = load_config(None, overrides, base=values)
         run_dir = Path(cfg.run_dir)
         runs.append(run_dir)
+        _check_same_run(run_dir, cfg)
         if (run_dir / RESULTS).is_file():
             log(f"[{k}/{total}] {cfg.name}: finished earlier, reused ({run_dir})")
             continue
@@ -91,6 +92,18 @@ def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[i
     text = "\n\n".join([results_table(records, methods=methods), cost_table(records),
                         "Plots:\n" + "\n".join(f"  {p}" for p in plots)])
     return runs, text
+
+
+def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
+    """Refuse to reuse or resume a run directory that holds a run with other settings."""
+    saved_path = run_dir / CONFIG
+    if not saved_path.is_file():
+        return
+    saved, now = read_yaml(saved_path), cfg.to_dict()
+    diff = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+    if diff:
+        raise ValueError(f"{run_dir} holds a run with other settings ({', '.join(diff)} differ); "
+                         "pass --out with a fresh folder for this comparison")
 
 
 def report(run_dirs: list[str], out_dir: str | None = None) -> str:

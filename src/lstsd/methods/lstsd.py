@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..bank import SoftTargetBank
+from ..bank import SoftTargetBank, resolve_bank_dtype
 from ..losses import KLDirection, check_kl_direction, check_temperature, distillation_kl
 from .base import Method, check_weight
 
@@ -105,7 +105,7 @@ class LSTSD(Method):
     def __init__(self, num_samples: int, num_classes: int, generation_epochs: int = 6,
                  lambda_long: float = 2.4, lambda_short: float = 4.0, temperature: float = 2.0,
                  kl_direction: KLDirection = "teacher_student", t2_scale: bool = False,
-                 bank_dtype: torch.dtype = torch.float16, device: torch.device | str | None = None,
+                 bank_dtype: torch.dtype | str = torch.float16, device: torch.device | str | None = None,
                  validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
         if not isinstance(generation_epochs, int) or generation_epochs < 1:
@@ -116,7 +116,7 @@ class LSTSD(Method):
         self.temperature = check_temperature(temperature)
         self.kl_direction = check_kl_direction(kl_direction)
         self.t2_scale = bool(t2_scale)
-        self.bank_dtype = bank_dtype
+        self.bank_dtype = resolve_bank_dtype(bank_dtype)
         # z^L and z^S. A bank whose weight is 0 (the Table 3 ablations) is never read: not allocated.
         self.long_term_bank = (SoftTargetBank(num_samples, num_classes, bank_dtype, device, validate=False)
                                if self.lambda_long > 0 else None)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..bank import SoftTargetBank
+from ..bank import SoftTargetBank, resolve_bank_dtype
 from ..losses import soft_cross_entropy
 from .base import Method
 
@@ -68,14 +68,14 @@ class PSKD(Method):
     name = "ps_kd"
 
     def __init__(self, num_samples: int, num_classes: int, alpha_T: float = 0.8,  # noqa: N803 (paper's name)
-                 bank_dtype: torch.dtype = torch.float16, device: torch.device | str | None = None,
+                 bank_dtype: torch.dtype | str = torch.float16, device: torch.device | str | None = None,
                  validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
         alpha = float(alpha_T)
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha_T must be in [0, 1], got {alpha_T!r}")
         self.alpha_T = alpha
-        self.bank_dtype = bank_dtype
+        self.bank_dtype = resolve_bank_dtype(bank_dtype)
         self.predictions = SoftTargetBank(num_samples, num_classes, bank_dtype, device, validate=False)
         self.epochs: int | None = None
 
