@@ -255,3 +255,32 @@ def test_cli_list(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "lstsd" in out and "resnet20" in out and "fashion_mnist" in out and "quick" in out
+
+
+def _record(method, model, dataset, seed, acc, extra=None):
+    from lstsd.harness.report import RunRecord
+    final = {"test_accuracy": acc, **(extra or {})}
+    return RunRecord(run_dir=Path("."), method=method, model=model, dataset=dataset, seed=seed, final=final,
+                     rows=[], cost={"seconds_per_step": 0.1})
+
+
+def test_table_layouts():
+    from lstsd.harness.report import results_table
+    # Table 1: rows = methods, columns = networks; extra predictors get their own rows
+    t1 = results_table([_record("vanilla", "resnet20", "cifar100", s, 66 + s) for s in (0, 1)]
+                       + [_record("mean_teacher", "resnet20", "cifar100", s, 68, {"test_accuracy_teacher": 69})
+                          for s in (0, 1)])
+    assert "| Method | resnet20 |" in t1 and "| vanilla | 66.50 ± 0.71 |" in t1
+    assert "| mean_teacher (teacher) | 69.00 ± 0.00 |" in t1
+    # when seeds differ between cells, n is shown
+    assert "(n=1)" in results_table([_record("vanilla", "r", "d", 0, 1.0), _record("vanilla", "r", "d", 1, 2.0),
+                                     _record("lstsd", "r", "d", 0, 3.0)])
+    # Table 2: rows = network × method, columns = data sets
+    t2 = results_table([_record(m, "text_cnn", d, 0, a) for m, d, a in
+                        (("vanilla", "glue_rte", 53.0), ("lstsd", "glue_rte", 57.0), ("lstsd", "glue_sst2", 72.0))])
+    assert "| Network | Method | glue_rte | glue_sst2 |" in t2
+    assert "| text_cnn | lstsd | 57.00 ± 0.00 | 72.00 ± 0.00 |" in t2 and "| text_cnn | vanilla | 53.00 ± 0.00 | — |" in t2
+    # Table 3: differences to LSTSD in parentheses
+    t3 = results_table([_record("lstsd", "resnet20", "cifar100", 0, 69.42),
+                        _record("lstsd_wo_long", "resnet20", "cifar100", 0, 69.09)])
+    assert "| lstsd_wo_long | 69.09 ± 0.00 (-0.33) |" in t3 and "difference to LSTSD" in t3

@@ -1,7 +1,7 @@
 """Tables and plots from finished runs, in the paper's layouts.
 
 * Table 1 layout (one data set): rows = methods, columns = networks.
-* Table 2 layout (several data sets): rows = network × method, columns = data sets.
+* Table 2 layout (text data sets, or several data sets): rows = network × method, columns = data sets.
 * Table 3 layout (LSTSD and its variants only): the difference to full LSTSD in parentheses.
 
 Every cell is ``mean ± std`` over seeds (sample std, n − 1), with n shown when runs differ in n.
@@ -63,7 +63,8 @@ def results_table(records: list[RunRecord], *, methods: list[str] | None = None,
     methods = methods or list(dict.fromkeys(r.method for r in records))
     datasets = list(dict.fromkeys(r.dataset for r in records))
     models = list(dict.fromkeys(r.model for r in records))
-    table2 = len(datasets) > 1
+    # Table 2 (text) puts data sets in the columns; so does any comparison across data sets
+    table2 = len(datasets) > 1 or any(d.startswith(("vader_", "glue_")) for d in datasets)
     col_keys = datasets if table2 else models
     row_keys = [(m, meth) for m in models for meth in methods] if table2 else [(None, meth) for meth in methods]
 
