@@ -170,7 +170,8 @@ def write_plots(records: list[RunRecord], out_dir: str | os.PathLike, *, split: 
                 continue
             line, = ax.plot(x, mean, marker="o", markersize=3, label=f"{method} (n={len(runs)})")
             ax.fill_between(x, lo, hi, alpha=0.15, color=line.get_color())
-        ax.set(xlabel="epoch", ylabel=f"{split} {metric} (%)", title=f"{model} on {dataset}: {split} {metric}")
+        ax.set(xlabel="epoch", ylabel=f"{split} {metric} (%): mean, band = min-max over seeds",
+               title=f"{model} on {dataset}: {split} {metric}")
         ax.grid(alpha=0.3)
         ax.legend()
         path = out / f"accuracy_{_file_part(dataset)}_{_file_part(model)}.png"
