@@ -150,6 +150,7 @@ def test_every_method_trains_in_the_harness(tmp_path):
 
 
 # ----------------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_cli_train_compare_report(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(dict(TINY, epochs=2)))
@@ -213,6 +214,7 @@ def test_quick_preset_is_a_meaningful_comparison():
 PAPER = sorted((ROOT / "configs" / "paper").glob("cifar100_*.yaml"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", PAPER, ids=[p.stem for p in PAPER])
 def test_paper_configs_load_and_take_a_step(path, tmp_path):
     raw = yaml.safe_load(path.read_text())
