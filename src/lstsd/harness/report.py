@@ -146,6 +146,21 @@ def _file_part(text: str) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9_.]+", "-", text.replace("=", ""))).strip("-")
 
 
+def _band(ax: Any, x: list[int], mean: list[float], lo: list[float], hi: list[float], label: str) -> None:
+    line, = ax.plot(x, mean, marker="o", markersize=3, label=label)
+    ax.fill_between(x, lo, hi, alpha=0.15, color=line.get_color())
+
+
+def _save(fig: Any, ax: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_plots(records: list[RunRecord], out_dir: str | os.PathLike, *, split: str = "test") -> list[Path]:
     """PNG plots: ``split`` accuracy per epoch per method; loss components per epoch for each method."""
     import matplotlib
@@ -168,17 +183,10 @@ def write_plots(records: list[RunRecord], out_dir: str | os.PathLike, *, split: 
             x, mean, lo, hi = _series(runs, f"{split}_{metric}")
             if not x:
                 continue
-            line, = ax.plot(x, mean, marker="o", markersize=3, label=f"{method} (n={len(runs)})")
-            ax.fill_between(x, lo, hi, alpha=0.15, color=line.get_color())
+            _band(ax, x, mean, lo, hi, f"{method} (n={len(runs)})")
         ax.set(xlabel="epoch", ylabel=f"{split} {metric} (%): mean, band = min-max over seeds",
                title=f"{model} on {dataset}: {split} {metric}")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        path = out / f"accuracy_{_file_part(dataset)}_{_file_part(model)}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, ax, out / f"accuracy_{_file_part(dataset)}_{_file_part(model)}.png"))
 
     for (dataset, model, method), runs in groups.items():
         keys = [k for k in runs[0].rows[0] if k.startswith("loss_") and k != "loss_total"]
@@ -187,14 +195,7 @@ def write_plots(records: list[RunRecord], out_dir: str | os.PathLike, *, split: 
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for key in keys + ["loss_total"]:
             x, mean, lo, hi = _series(runs, key)
-            line, = ax.plot(x, mean, marker="o", markersize=3, label=key.removeprefix("loss_"))
-            ax.fill_between(x, lo, hi, alpha=0.15, color=line.get_color())
+            _band(ax, x, mean, lo, hi, key.removeprefix("loss_"))
         ax.set(xlabel="epoch", ylabel="mean training loss", title=f"{method}: loss components ({model}, {dataset})")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        path = out / f"loss_components_{method}_{_file_part(dataset)}_{_file_part(model)}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, ax, out / f"loss_components_{method}_{_file_part(dataset)}_{_file_part(model)}.png"))
     return written

@@ -63,6 +63,25 @@ def lstsd_loss(logits: torch.Tensor, targets: torch.Tensor, *,
     return total, parts
 
 
+def set_long_short_settings(method: Method, generation_epochs: int, lambda_long: float, lambda_short: float,
+                            temperature: float, kl_direction: str, t2_scale: bool) -> None:
+    """Validate and set E, λ^L, λ^S, T and the KL options (shared by LSTSD and LSTSD (single))."""
+    if not isinstance(generation_epochs, int) or isinstance(generation_epochs, bool) or generation_epochs < 1:
+        raise ValueError(f"generation_epochs (E) must be an int >= 1, got {generation_epochs!r}")
+    method.generation_epochs = generation_epochs
+    method.lambda_long = check_weight("lambda_long", lambda_long)
+    method.lambda_short = check_weight("lambda_short", lambda_short)
+    method.temperature = check_temperature(temperature)
+    method.kl_direction = check_kl_direction(kl_direction)
+    method.t2_scale = bool(t2_scale)
+
+
+def long_short_hparams(method: Any) -> dict[str, Any]:
+    return {"generation_epochs": method.generation_epochs, "lambda_long": method.lambda_long,
+            "lambda_short": method.lambda_short, "temperature": method.temperature,
+            "kl_direction": method.kl_direction, "t2_scale": method.t2_scale}
+
+
 class LSTSD(Method):
     """Long Short-Term Sample Distillation (Jiang et al., AAAI 2020, Algorithm 1).
 
@@ -108,14 +127,8 @@ class LSTSD(Method):
                  bank_dtype: torch.dtype | str = torch.float16, device: torch.device | str | None = None,
                  validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
-        if not isinstance(generation_epochs, int) or generation_epochs < 1:
-            raise ValueError(f"generation_epochs (E) must be an int >= 1, got {generation_epochs!r}")
-        self.generation_epochs = generation_epochs
-        self.lambda_long = check_weight("lambda_long", lambda_long)
-        self.lambda_short = check_weight("lambda_short", lambda_short)
-        self.temperature = check_temperature(temperature)
-        self.kl_direction = check_kl_direction(kl_direction)
-        self.t2_scale = bool(t2_scale)
+        set_long_short_settings(self, generation_epochs, lambda_long, lambda_short, temperature, kl_direction,
+                                t2_scale)
         self.bank_dtype = resolve_bank_dtype(bank_dtype)
         # z^L and z^S. A bank whose weight is 0 (the Table 3 ablations) is never read: not allocated.
         self.long_term_bank = (SoftTargetBank(num_samples, num_classes, bank_dtype, device, validate=False)
@@ -186,10 +199,8 @@ class LSTSD(Method):
                 bank.to(device)
 
     def hparams(self) -> dict[str, Any]:
-        return {**super().hparams(), "generation_epochs": self.generation_epochs,
-                "lambda_long": self.lambda_long, "lambda_short": self.lambda_short,
-                "temperature": self.temperature, "kl_direction": self.kl_direction,
-                "t2_scale": self.t2_scale, "bank_dtype": str(self.bank_dtype).removeprefix("torch.")}
+        return {**super().hparams(), **long_short_hparams(self),
+                "bank_dtype": str(self.bank_dtype).removeprefix("torch.")}
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

@@ -33,10 +33,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..losses import KLDirection, check_kl_direction, check_temperature
+from ..losses import KLDirection
 from ._snapshots import frozen_probs, refresh_snapshot, require_inputs, restore_snapshot, snapshot_state
-from .base import Method, check_weight
-from .lstsd import lstsd_loss
+from .base import Method
+from .lstsd import long_short_hparams, lstsd_loss, set_long_short_settings
 
 
 class LSTSDSingle(Method):
@@ -73,14 +73,8 @@ class LSTSDSingle(Method):
                  kl_direction: KLDirection = "teacher_student", t2_scale: bool = False,
                  validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
-        if not isinstance(generation_epochs, int) or isinstance(generation_epochs, bool) or generation_epochs < 1:
-            raise ValueError(f"generation_epochs (E) must be an int >= 1, got {generation_epochs!r}")
-        self.generation_epochs = generation_epochs
-        self.lambda_long = check_weight("lambda_long", lambda_long)
-        self.lambda_short = check_weight("lambda_short", lambda_short)
-        self.temperature = check_temperature(temperature)
-        self.kl_direction = check_kl_direction(kl_direction)
-        self.t2_scale = bool(t2_scale)
+        set_long_short_settings(self, generation_epochs, lambda_long, lambda_short, temperature, kl_direction,
+                                t2_scale)
         self.long_term_teacher: nn.Module | None = None    # θ^L: end of the previous mini-generation
         self.short_term_teacher: nn.Module | None = None   # θ^S: end of the previous epoch
         self._model: nn.Module | None = None
@@ -132,9 +126,7 @@ class LSTSDSingle(Method):
         super().end_epoch(model)
 
     def hparams(self) -> dict[str, Any]:
-        return {**super().hparams(), "generation_epochs": self.generation_epochs,
-                "lambda_long": self.lambda_long, "lambda_short": self.lambda_short,
-                "temperature": self.temperature, "kl_direction": self.kl_direction, "t2_scale": self.t2_scale}
+        return {**super().hparams(), **long_short_hparams(self)}
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
