@@ -28,7 +28,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._snapshots import CyclicSnapshotMethod, frozen_probs, restore_snapshot, snapshot_of, snapshot_state
+from ._snapshots import (
+    CyclicSnapshotMethod,
+    frozen_probs,
+    restore_snapshot,
+    snapshot_of,
+    snapshot_state,
+)
+from .vanilla import Vanilla
 
 
 class SnapshotEnsembles(CyclicSnapshotMethod):
@@ -62,14 +69,8 @@ class SnapshotEnsembles(CyclicSnapshotMethod):
         self.max_snapshots = max_snapshots
         self.snapshots: list[nn.Module] = []
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None, *,
-             model: nn.Module | None = None, inputs: Any = None) -> torch.Tensor:
-        """Plain cross-entropy (the cyclic schedule and the snapshots do the work)."""
-        self._require_epoch("loss()")
-        self._check_batch(logits, targets, indices)
-        loss = self.cross_entropy(logits, targets)
-        self._components = {"ce": loss.detach(), "total": loss.detach()}
-        return loss
+    # Plain cross-entropy: the cyclic schedule and the snapshots do the work.
+    loss = Vanilla.loss
 
     def end_epoch(self, model: nn.Module | None = None) -> None:
         """Take a snapshot at the end of each cycle."""
