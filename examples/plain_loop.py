@@ -35,24 +35,24 @@ def main() -> None:
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.2), nn.Linear(128, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
     if args.method == "lstsd":
-        policy = lstsd.LSTSD(num_samples=len(train_set), num_classes=10, generation_epochs=args.generation_epochs,
+        method = lstsd.LSTSD(num_samples=len(train_set), num_classes=10, generation_epochs=args.generation_epochs,
                              lambda_long=2.4, lambda_short=4.0, temperature=2.0)
     else:
-        policy = lstsd.create_method("vanilla", num_samples=len(train_set), num_classes=10)
+        method = lstsd.create_method("vanilla", num_samples=len(train_set), num_classes=10)
 
     for epoch in range(args.epochs):
         model.train()
-        policy.start_epoch(epoch)
+        method.start_epoch(epoch)
         for xb, yb, idx in loader:
-            loss = policy.loss(model(xb), yb, idx)
+            loss = method.loss(model(xb), yb, idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
-        policy.end_epoch()
+        method.end_epoch()
         model.eval()
         with torch.no_grad():
             accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
-        parts = {k: round(v.item(), 4) for k, v in policy.loss_components().items()}
+        parts = {k: round(v.item(), 4) for k, v in method.loss_components().items()}
         print(f"epoch {epoch:2d}  test accuracy {100 * accuracy:5.2f}%  last loss {parts}")
 
 

@@ -58,8 +58,15 @@ def test_load_state_dict_refuses_other_shape_or_dtype(kwargs, word):
 
 
 def test_load_state_dict_refuses_foreign_dict():
-    with pytest.raises(ValueError, match="not a SoftTargetBank"):
+    with pytest.raises(RuntimeError, match="(?s)SoftTargetBank.*Missing key"):
         SoftTargetBank(5, 3).load_state_dict({"weight": torch.zeros(3)})
+
+
+def test_bank_is_a_module_whose_buffers_move_and_save():
+    bank = SoftTargetBank(5, 3, dtype="float32")
+    assert set(dict(bank.named_buffers())) == {"targets", "recorded"}
+    moved = bank.to("meta")                               # any device: .to() moves both buffers
+    assert moved is bank and bank.device.type == "meta" and bank.recorded.device.type == "meta"
 
 
 @pytest.mark.parametrize("indices,word", [

@@ -8,6 +8,7 @@ import torch
 import lstsd
 from lstsd import LSTSD
 from lstsd.methods import create_method
+from toy import index_batches, run_epochs
 
 N, C, BATCH = 11, 4, 4   # 11 samples: the last batch of each epoch is smaller
 
@@ -18,10 +19,8 @@ def logit_table(epochs: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(epochs, N, C, generator=g, dtype=torch.float64).float() * 2
 
 
-def batches(epoch: int, seed: int = 0, drop: int = 0):
-    order = torch.randperm(N, generator=torch.Generator().manual_seed(1000 * seed + epoch))
-    order = order[: N - drop]
-    return [order[k:k + BATCH] for k in range(0, len(order), BATCH)]
+def batches(epoch: int, seed: int = 0, drop: int = 0) -> list[torch.Tensor]:
+    return index_batches(N, BATCH, epoch, seed=seed, drop=drop)
 
 
 def softmax_list(row, t):
@@ -61,20 +60,20 @@ def hand_loss(table, epoch, idx, y, E, lam_l, lam_s, t, seen):
 def test_algorithm_1_end_to_end(E, epochs):
     table = logit_table(epochs)
     y = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(5))
-    policy = LSTSD(N, C, generation_epochs=E, lambda_long=2.4, lambda_short=4.0, temperature=2.0,
+    method = LSTSD(N, C, generation_epochs=E, lambda_long=2.4, lambda_short=4.0, temperature=2.0,
                    bank_dtype=torch.float32)
     seen: dict[int, set[int]] = {}
     checked_distillation = 0
     for epoch in range(epochs):
-        policy.start_epoch(epoch)
+        method.start_epoch(epoch)
         seen[epoch] = set()
         for idx in batches(epoch):
             logits = table[epoch, idx].clone().requires_grad_()
-            loss = policy.loss(logits, y[idx], idx)
+            loss = method.loss(logits, y[idx], idx)
             seen[epoch].update(idx.tolist())
             want = hand_loss(table, epoch, idx, y, E, 2.4, 4.0, 2.0, seen)
             assert loss.item() == pytest.approx(want, rel=1e-5, abs=1e-6), (epoch, idx.tolist())
-            parts = policy.loss_components()
+            parts = method.loss_components()
             if epoch // E == 0:
                 assert parts["long"].item() == 0 and parts["short"].item() == 0
                 assert loss.item() == pytest.approx(parts["ce"].item())
@@ -83,7 +82,7 @@ def test_algorithm_1_end_to_end(E, epochs):
                 assert parts["long"].item() > 0 and parts["short"].item() > 0
             loss.backward()
             assert logits.grad is not None
-        policy.end_epoch()
+        method.end_epoch()
     assert checked_distillation > 0
 
 
@@ -92,39 +91,39 @@ def test_targets_read_are_the_recorded_softmaxes():
     E, epochs, t = 3, 8, 2.0
     table = logit_table(epochs, seed=3)
     y = torch.zeros(N, dtype=torch.long)
-    policy = LSTSD(N, C, generation_epochs=E, temperature=t, bank_dtype=torch.float32)
+    method = LSTSD(N, C, generation_epochs=E, temperature=t, bank_dtype=torch.float32)
     for epoch in range(epochs):
-        policy.start_epoch(epoch)
+        method.start_epoch(epoch)
         for idx in batches(epoch, seed=3):
-            policy.loss(table[epoch, idx], y[idx], idx)
-        policy.end_epoch()
-        torch.testing.assert_close(policy.short_term_bank.targets, torch.softmax(table[epoch] / t, dim=1))
+            method.loss(table[epoch, idx], y[idx], idx)
+        method.end_epoch()
+        torch.testing.assert_close(method.short_term_bank.targets, torch.softmax(table[epoch] / t, dim=1))
         last_long = (epoch + 1) // E * E - 1
         if last_long >= 0:
-            torch.testing.assert_close(policy.long_term_bank.targets, torch.softmax(table[last_long] / t, dim=1))
+            torch.testing.assert_close(method.long_term_bank.targets, torch.softmax(table[last_long] / t, dim=1))
         else:
-            assert not policy.long_term_bank.recorded.any()
+            assert not method.long_term_bank.recorded.any()
 
 
 def test_samples_without_recorded_target_get_no_distillation_term():
     E, epochs = 1, 3
     table = logit_table(epochs, seed=7)
     y = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(1))
-    policy = LSTSD(N, C, generation_epochs=E, bank_dtype=torch.float32)
+    method = LSTSD(N, C, generation_epochs=E, bank_dtype=torch.float32)
     seen: dict[int, set[int]] = {}
     for epoch in range(epochs):
-        policy.start_epoch(epoch)
+        method.start_epoch(epoch)
         seen[epoch] = set()
         # drop_last-style: three samples are skipped each epoch
         for idx in batches(epoch, seed=7, drop=3):
-            loss = policy.loss(table[epoch, idx], y[idx], idx)
+            loss = method.loss(table[epoch, idx], y[idx], idx)
             seen[epoch].update(idx.tolist())
             want = hand_loss(table, epoch, idx, y, E, 2.4, 4.0, 2.0, seen)
             # a sample unseen in the previous epoch must not use a stale or empty row;
             # the hand computation above only distils samples recorded earlier.
             if epoch == 1:
                 assert loss.item() == pytest.approx(want, rel=1e-5)
-        policy.end_epoch()
+        method.end_epoch()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -146,14 +145,10 @@ def test_bank_dtypes_give_close_losses(dtype):
     assert other.short_term_bank.targets.dtype == dtype
 
 
-def run_losses(policy, table, y, epochs, start=0, seed=0):
-    out = []
-    for epoch in range(start, epochs):
-        policy.start_epoch(epoch)
-        for idx in batches(epoch, seed=seed):
-            out.append(policy.loss(table[epoch, idx], y[idx], idx).item())
-        policy.end_epoch()
-    return out
+def run_losses(method, table, y, epochs, start=0, seed=0):
+    """The losses of ``method`` on the stand-in network ``table``, epochs ``start`` to ``epochs``."""
+    return run_epochs(method, range(start, epochs), lambda epoch: batches(epoch, seed=seed),
+                      lambda epoch, idx: method.loss(table[epoch, idx], y[idx], idx).item())
 
 
 def test_state_dict_round_trip_mid_training_gives_identical_losses(tmp_path):
@@ -165,9 +160,9 @@ def test_state_dict_round_trip_mid_training_gives_identical_losses(tmp_path):
 
     first = LSTSD(N, C, generation_epochs=3)
     got = run_losses(first, table, y, split)
-    torch.save(first.state_dict(), tmp_path / "policy.pt")
+    torch.save(first.state_dict(), tmp_path / "method.pt")
     resumed = LSTSD(N, C, generation_epochs=3)
-    resumed.load_state_dict(torch.load(tmp_path / "policy.pt"))
+    resumed.load_state_dict(torch.load(tmp_path / "method.pt"))
     got += run_losses(resumed, table, y, epochs, start=split)
     assert got == want   # bit-identical
 
@@ -185,9 +180,9 @@ def test_load_state_dict_refuses_other_settings_or_method():
 @pytest.mark.parametrize("name,long_bank,short_bank", [("lstsd", True, True), ("lstsd_wo_long", False, True),
                                                        ("lstsd_wo_short", True, False)])
 def test_ablations_do_not_allocate_the_unused_bank(name, long_bank, short_bank):
-    policy = create_method(name, num_samples=N, num_classes=C)
-    assert (policy.long_term_bank is not None) == long_bank
-    assert (policy.short_term_bank is not None) == short_bank
+    method = create_method(name, num_samples=N, num_classes=C)
+    assert (method.long_term_bank is not None) == long_bank
+    assert (method.short_term_bank is not None) == short_bank
 
 
 def test_ablation_matches_lstsd_with_zero_weight():
@@ -217,9 +212,9 @@ def test_t2_scale_and_direction_options_change_the_distillation_terms():
 
 class TestBadInput:
     def make(self):
-        policy = LSTSD(N, C, generation_epochs=1)
-        policy.start_epoch(0)
-        return policy
+        method = LSTSD(N, C, generation_epochs=1)
+        method.start_epoch(0)
+        return method
 
     @pytest.mark.parametrize("indices,word", [
         (torch.tensor([0.0, 1.0]), "integers"),
@@ -235,28 +230,28 @@ class TestBadInput:
             self.make().loss(torch.randn(2, C), torch.tensor([0, 1]), indices)
 
     def test_bad_logits_and_targets(self):
-        policy = self.make()
+        method = self.make()
         with pytest.raises(ValueError, match="num_classes=4"):
-            policy.loss(torch.randn(2, C + 1), torch.tensor([0, 1]), torch.tensor([0, 1]))
+            method.loss(torch.randn(2, C + 1), torch.tensor([0, 1]), torch.tensor([0, 1]))
         with pytest.raises(ValueError, match="targets must have shape"):
-            policy.loss(torch.randn(2, C), torch.tensor([0, 1, 1]), torch.tensor([0, 1]))
+            method.loss(torch.randn(2, C), torch.tensor([0, 1, 1]), torch.tensor([0, 1]))
         with pytest.raises(ValueError, match="outside"):
-            policy.loss(torch.randn(2, C), torch.tensor([0, C]), torch.tensor([0, 1]))
+            method.loss(torch.randn(2, C), torch.tensor([0, C]), torch.tensor([0, 1]))
         with pytest.raises(ValueError, match="integer tensor"):
-            policy.loss(torch.randn(2, C), torch.tensor([0.0, 1.0]), torch.tensor([0, 1]))
+            method.loss(torch.randn(2, C), torch.tensor([0.0, 1.0]), torch.tensor([0, 1]))
 
     def test_epoch_protocol(self):
-        policy = LSTSD(N, C)
+        method = LSTSD(N, C)
         with pytest.raises(RuntimeError, match="start_epoch"):
-            policy.loss(torch.randn(2, C), torch.tensor([0, 1]), torch.tensor([0, 1]))
+            method.loss(torch.randn(2, C), torch.tensor([0, 1]), torch.tensor([0, 1]))
         with pytest.raises(RuntimeError, match="start_epoch"):
-            policy.end_epoch()
-        policy.start_epoch(0)
+            method.end_epoch()
+        method.start_epoch(0)
         with pytest.raises(RuntimeError, match="still open"):
-            policy.start_epoch(1)
-        policy.end_epoch()
+            method.start_epoch(1)
+        method.end_epoch()
         with pytest.raises(ValueError, match="expected start_epoch\\(1\\)"):
-            policy.start_epoch(3)
+            method.start_epoch(3)
         with pytest.warns(UserWarning, match="no history"):
             LSTSD(N, C).start_epoch(4)
 
@@ -271,28 +266,28 @@ class TestBadInput:
 
 
 def test_banks_follow_the_logits_device():
-    policy = LSTSD(N, C, device="cpu")
-    policy.start_epoch(0)
-    policy.loss(torch.randn(2, C), torch.tensor([0, 1]), torch.tensor([0, 1]))
-    assert policy.short_term_bank.device.type == "cpu"
+    method = LSTSD(N, C, device="cpu")
+    method.start_epoch(0)
+    method.loss(torch.randn(2, C), torch.tensor([0, 1]), torch.tensor([0, 1]))
+    assert method.short_term_bank.device.type == "cpu"
     if torch.cuda.is_available():  # pragma: no cover - exercised on GPU machines
-        policy.loss(torch.randn(2, C, device="cuda"), torch.tensor([2, 3], device="cuda"),
+        method.loss(torch.randn(2, C, device="cuda"), torch.tensor([2, 3], device="cuda"),
                     torch.tensor([2, 3], device="cuda"))
-        assert policy.short_term_bank.device.type == "cuda"
+        assert method.short_term_bank.device.type == "cuda"
 
 
 def test_gradient_of_the_full_loss_reaches_only_the_logits():
-    policy = LSTSD(N, C, generation_epochs=1)
+    method = LSTSD(N, C, generation_epochs=1)
     w = torch.randn(3, C, requires_grad=True)
     x = torch.randn(N, 3)
     for epoch in range(2):
-        policy.start_epoch(epoch)
+        method.start_epoch(epoch)
         idx = torch.arange(N)
-        loss = policy.loss(x @ w, torch.zeros(N, dtype=torch.long), idx)
+        loss = method.loss(x @ w, torch.zeros(N, dtype=torch.long), idx)
         loss.backward()
-        policy.end_epoch()
+        method.end_epoch()
     assert w.grad is not None and torch.isfinite(w.grad).all()
-    assert not policy.short_term_bank.targets.requires_grad
+    assert not method.short_term_bank.targets.requires_grad
 
 
 def test_package_exports():

@@ -5,13 +5,14 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lstsd import IndexedDataset
+from lstsd.losses import cross_entropy
 from lstsd.methods import Method, Vanilla, available_methods, create_method, register_method
 from lstsd.methods import _REGISTRY
 
 
 def test_create_method_by_name_passes_settings():
-    policy = create_method("lstsd", num_samples=10, num_classes=3, generation_epochs=2, temperature=1.0)
-    assert policy.name == "lstsd" and policy.generation_epochs == 2 and policy.temperature == 1.0
+    method = create_method("lstsd", num_samples=10, num_classes=3, generation_epochs=2, temperature=1.0)
+    assert method.name == "lstsd" and method.generations.length == 2 and method.distillation.temperature == 1.0
 
 
 def test_unknown_name_and_unknown_setting_are_clear():
@@ -25,7 +26,7 @@ def test_register_custom_method_and_refuse_duplicates():
     class Doubled(Method):
         def loss(self, logits, targets, indices, *, model=None, inputs=None):
             self._require_epoch("loss()")
-            return 2 * self.cross_entropy(logits, targets)
+            return 2 * cross_entropy(logits, targets)
 
     register_method("test_doubled", Doubled)
     try:

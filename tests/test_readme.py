@@ -20,7 +20,7 @@ def test_readme_snippet_runs():
         "epochs": 7,   # > E = 6: the second mini-generation runs, with both distillation terms
     }
     exec(compile(snippet, str(README), "exec"), namespace)
-    policy = namespace["policy"]
-    assert policy.next_epoch == 7
-    parts = policy.loss_components()
+    method = namespace["method"]
+    assert method.next_epoch == 7
+    parts = method.loss_components()
     assert parts["long"] > 0 and parts["short"] > 0

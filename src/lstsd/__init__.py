@@ -2,7 +2,7 @@
 
 The core library (this package without :mod:`lstsd.harness`) needs only torch and numpy:
 
-* :class:`LSTSD`, the training policy of Algorithm 1, a drop-in object for any training loop;
+* :class:`LSTSD`, the method of Algorithm 1, a drop-in object for any training loop;
 * :class:`SoftTargetBank`, the per-sample soft-target store behind it;
 * :mod:`lstsd.losses`, the distillation KL with temperature;
 * :mod:`lstsd.methods`, the shared method interface and the registry of baselines;

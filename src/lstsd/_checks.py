@@ -11,6 +11,14 @@ import torch
 _INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
+def check_sizes(num_samples: object, num_classes: object) -> None:
+    """Check the N and C that a bank or a method is built for (positive N, C >= 2)."""
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int (the training-set size), got {num_samples!r}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+
+
 def check_indices(indices: object, num_samples: int, *, batch_size: int | None = None,
                   allow_repeats: bool = False, name: str = "indices") -> torch.Tensor:
     """Check that ``indices`` can address rows of an ``num_samples``-row bank; return it as int64.
@@ -43,7 +51,7 @@ def check_indices(indices: object, num_samples: int, *, batch_size: int | None =
     if lo_v < 0 or hi_v >= num_samples:
         bad = lo_v if lo_v < 0 else hi_v
         raise ValueError(
-            f"{name} contains {bad}, outside [0, {num_samples}); the policy was built with "
+            f"{name} contains {bad}, outside [0, {num_samples}); the method was built with "
             f"num_samples={num_samples}: pass len(train_set) and index samples from 0")
     if repeated:
         raise ValueError(
@@ -91,7 +99,7 @@ def check_logits(logits: object, *, name: str = "logits", num_classes: int | Non
     if logits.dim() != 2:
         raise ValueError(f"{name} must have shape (batch, num_classes), got {tuple(logits.shape)}")
     if num_classes is not None and logits.shape[1] != num_classes:
-        raise ValueError(f"{name} has {logits.shape[1]} classes but the policy was built with "
+        raise ValueError(f"{name} has {logits.shape[1]} classes but the method was built with "
                          f"num_classes={num_classes}")
     return logits
 

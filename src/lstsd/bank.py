@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
-from ._checks import check_indices, check_probabilities
+from ._checks import check_indices, check_probabilities, check_sizes
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -33,17 +34,21 @@ def resolve_bank_dtype(dtype: torch.dtype | str) -> torch.dtype:
     return dtype
 
 
-class SoftTargetBank:
+class SoftTargetBank(nn.Module):
     """An ``num_samples × num_classes`` store of soft targets with a per-row "recorded" mask.
 
     Targets are stored in ``dtype`` (fp16 by default: 50,000 × 100 CIFAR-100 targets take 10 MB)
     and returned as float32. Rows never written are reported as not recorded by :meth:`read`.
 
+    The store is an ``nn.Module`` whose two tensors are registered buffers (as timm's EMA models
+    hold theirs), so ``.to(device)``, ``state_dict()`` and ``load_state_dict()`` are PyTorch's own;
+    loading refuses a bank of another N, C or dtype with a message that says so.
+
     Args:
         num_samples: number of training samples N (rows).
         num_classes: number of classes C (columns).
         dtype: storage dtype, one of ``torch.float32``, ``torch.float16``, ``torch.bfloat16`` (or its name).
-        device: where the store lives; keep it on the model's device (see :meth:`to`).
+        device: where the store lives; keep it on the model's device.
         validate: check every write/read (index range, repeats, shapes, finiteness, row sums).
             Each check costs one host synchronisation on CUDA; callers that produce indices and
             probabilities themselves (the methods in this package) validate once and may turn
@@ -55,31 +60,31 @@ class SoftTargetBank:
         >>> targets, recorded = bank.read(torch.tensor([0, 1]))
         >>> recorded.tolist()
         [True, False]
+        >>> sorted(bank.state_dict())
+        ['recorded', 'targets']
     """
+
+    targets: torch.Tensor
+    recorded: torch.Tensor
 
     def __init__(self, num_samples: int, num_classes: int, dtype: torch.dtype | str = torch.float16,
                  device: torch.device | str | None = None, *, validate: bool = True) -> None:
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int (the training-set size), got {num_samples!r}")
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-        dtype = resolve_bank_dtype(dtype)
+        super().__init__()
+        check_sizes(num_samples, num_classes)
         self.num_samples = num_samples
         self.num_classes = num_classes
-        self.dtype = dtype
         self.validate = validate
-        self.targets = torch.zeros(num_samples, num_classes, dtype=dtype, device=device)
-        self.recorded = torch.zeros(num_samples, dtype=torch.bool, device=device)
+        self.register_buffer("targets", torch.zeros(num_samples, num_classes, dtype=resolve_bank_dtype(dtype),
+                                                    device=device))
+        self.register_buffer("recorded", torch.zeros(num_samples, dtype=torch.bool, device=device))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.targets.dtype
 
     @property
     def device(self) -> torch.device:
         return self.targets.device
-
-    def to(self, device: torch.device | str) -> "SoftTargetBank":
-        """Move the store to ``device`` (in place) and return ``self``."""
-        self.targets = self.targets.to(device)
-        self.recorded = self.recorded.to(device)
-        return self
 
     def write(self, indices: torch.Tensor, probs: torch.Tensor) -> None:
         """Record ``probs[k]`` as the soft target of sample ``indices[k]`` (overwriting it).
@@ -111,35 +116,24 @@ class SoftTargetBank:
         self.targets.zero_()
         self.recorded.zero_()
 
-    def state_dict(self) -> dict[str, Any]:
-        """The store and the metadata :meth:`load_state_dict` checks against."""
-        return {"num_samples": self.num_samples, "num_classes": self.num_classes,
-                "dtype": _dtype_name(self.dtype), "targets": self.targets.clone(),
-                "recorded": self.recorded.clone()}
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # Checked before PyTorch copies anything: its own errors would say "size mismatch" (or, for
+        # another dtype, nothing at all: copy_ converts silently).
+        targets, recorded = state_dict.get(prefix + "targets"), state_dict.get(prefix + "recorded")
+        if isinstance(targets, torch.Tensor) and isinstance(recorded, torch.Tensor):
+            saved = {"num_samples": targets.shape[0], "num_classes": targets.shape[1] if targets.dim() == 2 else None,
+                     "dtype": _dtype_name(targets.dtype)}
+            mine = {"num_samples": self.num_samples, "num_classes": self.num_classes, "dtype": _dtype_name(self.dtype)}
+            for what in mine:
+                if saved[what] != mine[what]:
+                    raise ValueError(
+                        f"cannot load a soft-target bank saved with {what}={saved[what]} into one with "
+                        f"{what}={mine[what]}: the checkpoint comes from a run with another training set, "
+                        "class count or bank dtype")
+            if targets.dim() != 2 or tuple(recorded.shape) != (self.num_samples,) or recorded.dtype != torch.bool:
+                raise ValueError("corrupt soft-target bank state: 'targets' must be N × C and 'recorded' a bool N")
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; refuse one from a bank of another N, C or dtype.
-
-        Raises:
-            ValueError: the saved bank has a different number of samples, classes or dtype, or
-                the state is malformed.
-        """
-        missing = {"num_samples", "num_classes", "dtype", "targets", "recorded"} - set(state)
-        if missing:
-            raise ValueError(f"not a SoftTargetBank state_dict: missing {sorted(missing)}")
-        mine = (self.num_samples, self.num_classes, _dtype_name(self.dtype))
-        theirs = (state["num_samples"], state["num_classes"], state["dtype"])
-        for what, a, b in zip(("num_samples", "num_classes", "dtype"), mine, theirs):
-            if a != b:
-                raise ValueError(
-                    f"cannot load a soft-target bank saved with {what}={b} into one with {what}={a}: "
-                    "the checkpoint comes from a run with another training set, class count or bank dtype")
-        targets, recorded = state["targets"], state["recorded"]
-        if tuple(targets.shape) != (self.num_samples, self.num_classes) or tuple(recorded.shape) != (self.num_samples,):
-            raise ValueError("corrupt soft-target bank state: tensor shapes do not match its metadata")
-        self.targets.copy_(targets)
-        self.recorded.copy_(recorded)
-
-    def __repr__(self) -> str:
-        return (f"SoftTargetBank(num_samples={self.num_samples}, num_classes={self.num_classes}, "
-                f"dtype={self.dtype}, device={self.device})")
+    def extra_repr(self) -> str:
+        return (f"num_samples={self.num_samples}, num_classes={self.num_classes}, "
+                f"dtype={self.dtype}, device={self.device}")

@@ -17,9 +17,14 @@ class IndexedDataset(Dataset):
     batch of them into the int64 tensor that :meth:`lstsd.LSTSD.loss` expects.
 
     Example:
+        >>> import torch
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> images, labels = torch.randn(10, 1, 4, 4), torch.randint(0, 3, (10,))
         >>> train = IndexedDataset(TensorDataset(images, labels))
-        >>> loader = DataLoader(train, batch_size=128, shuffle=True)
+        >>> loader = DataLoader(train, batch_size=4, shuffle=False)
         >>> x, y, idx = next(iter(loader))
+        >>> idx
+        tensor([0, 1, 2, 3])
     """
 
     def __init__(self, dataset: Any) -> None:

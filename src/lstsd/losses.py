@@ -2,7 +2,7 @@
 
 The LSTSD paper (Method, Eq. 1) distils with ``1/|B| Σ_i KL[f(x_i; θ) ‖ z_i]`` and, following
 Hinton et al. (2015), divides "the teacher and student signal (in logits)" by a temperature T
-(Experimental Setup). Our choices where the paper is open (see DESIGN.md):
+(Experimental Setup). Our choices where the paper is open (``docs/decisions.md`` gives the reasons):
 
 * direction: KL(teacher ‖ student) = Σ z·(log z − log p), as every public KD implementation
   computes it; the paper's literal notation KL(student ‖ teacher) is ``direction="student_teacher"``;
@@ -36,6 +36,7 @@ def check_temperature(temperature: float) -> float:
 
 
 def check_kl_direction(direction: str) -> str:
+    """Return ``direction`` if it is one of :data:`KL_DIRECTIONS`, or raise ``ValueError``."""
     if direction not in KL_DIRECTIONS:
         raise ValueError(f"direction must be one of {KL_DIRECTIONS}, got {direction!r}")
     return direction
@@ -93,6 +94,17 @@ def distillation_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, t
         per_sample = torch.where(mask, per_sample, torch.zeros_like(per_sample))
     loss = per_sample.sum() / batch_size
     return loss * (t * t) if t2_scale else loss
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy against class indices at T = 1 (the paper's L^C), in float32 whatever the
+    autocast dtype.
+
+    Example:
+        >>> round(cross_entropy(torch.tensor([[2.0, 0.0]]), torch.tensor([0])).item(), 4)
+        0.1269
+    """
+    return F.cross_entropy(logits.float(), targets)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:

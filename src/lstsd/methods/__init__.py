@@ -1,6 +1,7 @@
-"""Training policies behind one interface, and a registry by name.
+"""Methods behind one interface, and a registry by name.
 
-Every method is a :class:`Method`: an object the training loop calls at fixed points. The hooks
+Every method (vanilla training, LSTSD, each baseline) is a :class:`Method`: an ``nn.Module`` holding
+the method's state (banks, teachers) that the training loop calls at fixed points. The hooks
 cover everything the one-generation teacher–student methods of the paper need:
 
 =========================  ==================================================================
@@ -19,28 +20,36 @@ model=, inputs=)``         teacher forward pass on the same batch
 ``eval_predictions``       the predictors reported at evaluation: ``{"model": probs, ...}``
                            (an ensemble of snapshots adds ``"ensemble"``)
 ``loss_components()``      detached parts of the last loss, for logging without a sync
-``state_dict`` / ``load``  full state (banks, teachers, snapshots, counters): exact resume
+``state_dict`` / ``load``  full state (banks, teachers, snapshots, counters): exact resume;
+                           ``.to(device)`` moves it (it also follows the logits by itself)
 =========================  ==================================================================
 
-A new method is one file that subclasses :class:`Method` and registers itself::
+Settings shared by several methods are validated once, in :mod:`lstsd.methods.settings`
+(:class:`~lstsd.methods.settings.Distillation`, :class:`~lstsd.methods.settings.MiniGenerations`).
 
-    from lstsd.methods import Method, register_method
+A new method is one file that subclasses :class:`Method` and registers itself:
 
-    @register_method("label_noise_ce")
-    class LabelNoiseCE(Method):
-        '''Cross-entropy with a fixed weight on the loss (an illustration).'''
-        def __init__(self, num_samples, num_classes, weight: float = 1.0, **kw):
-            super().__init__(num_samples, num_classes, **kw)
-            self.weight = weight
-        def loss(self, logits, targets, indices, *, model=None, inputs=None):
-            self._require_epoch("loss()")
-            loss = self.weight * self.cross_entropy(logits, targets)
-            self._components = {"ce": loss.detach(), "total": loss.detach()}
-            return loss
-        def hparams(self):
-            return {**super().hparams(), "weight": self.weight}
-
-    method = create_method("label_noise_ce", num_samples=1000, num_classes=10, weight=0.5)
+>>> import torch
+>>> from lstsd.losses import cross_entropy
+>>> @register_method("weighted_ce")
+... class WeightedCE(Method):
+...     '''Cross-entropy with a fixed weight on the loss (an illustration).'''
+...     def __init__(self, num_samples, num_classes, weight: float = 1.0, **kw):
+...         super().__init__(num_samples, num_classes, **kw)
+...         self.weight = weight
+...     def loss(self, logits, targets, indices, *, model=None, inputs=None):
+...         self._require_epoch("loss()")
+...         self._check_batch(logits, targets, indices)
+...         loss = self.weight * cross_entropy(logits, targets)
+...         self._components = {"ce": loss.detach(), "total": loss.detach()}
+...         return loss
+...     def hparams(self):
+...         return {**super().hparams(), "weight": self.weight}
+>>> method = create_method("weighted_ce", num_samples=1000, num_classes=10, weight=0.5)
+>>> method.start_epoch(0)
+>>> round(method.loss(torch.zeros(2, 10), torch.tensor([1, 2]), torch.tensor([0, 1])).item(), 4)
+1.1513
+>>> unregister_method("weighted_ce")
 
 Registered now: see :func:`available_methods`.
 """
@@ -51,12 +60,13 @@ import functools
 import inspect
 from typing import Any, Callable, TypeVar
 
-from .base import Method, check_weight
+from .base import Method
 from .label_smoothing import LabelSmoothing
 from .lstsd import LSTSD, lstsd_loss
 from .lstsd_single import LSTSDSingle
 from .mean_teacher import MeanTeacher
 from .ps_kd import PSKD
+from .settings import Distillation, MiniGenerations, check_fraction, check_int, check_weight
 from .snapshot_distillation import SnapshotDistillation
 from .snapshot_ensembles import SnapshotEnsembles
 from .temporal_ensembling import TemporalEnsembling
@@ -81,6 +91,13 @@ def register_method(name: str, factory: MethodFactory | None = None) -> Any:
     return add if factory is None else add(factory)
 
 
+def unregister_method(name: str) -> None:
+    """Remove ``name`` from the registry (e.g. a method registered by a test or an example)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"no method named {name!r} is registered; registered: {', '.join(available_methods())}")
+    del _REGISTRY[name]
+
+
 def available_methods() -> list[str]:
     """Names accepted by :func:`create_method`, sorted."""
     return sorted(_REGISTRY)
@@ -101,7 +118,9 @@ def create_method(name: str, *, num_samples: int, num_classes: int, **hparams: A
         ValueError: unknown method name, or a hyper-parameter the method does not accept.
 
     Example:
-        >>> policy = create_method("lstsd", num_samples=50000, num_classes=100, generation_epochs=6)
+        >>> method = create_method("lstsd", num_samples=50000, num_classes=100, generation_epochs=6)
+        >>> method
+        LSTSD(num_samples=50000, num_classes=100, generation_epochs=6, lambda_long=2.4, lambda_short=4.0, temperature=2.0, kl_direction='teacher_student', t2_scale=False, bank_dtype='float16')
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
@@ -140,6 +159,7 @@ register_method("snapshot_distillation", SnapshotDistillation)
 register_method("ps_kd", PSKD)
 register_method("label_smoothing", LabelSmoothing)
 
-__all__ = ["LSTSD", "LSTSDSingle", "LabelSmoothing", "MeanTeacher", "Method", "PSKD", "SnapshotDistillation",
-           "SnapshotEnsembles", "TemporalEnsembling", "Vanilla", "available_methods", "check_weight",
-           "create_method", "lstsd_loss", "register_method"]
+__all__ = ["LSTSD", "Distillation", "LSTSDSingle", "LabelSmoothing", "MeanTeacher", "Method", "MiniGenerations",
+           "PSKD", "SnapshotDistillation", "SnapshotEnsembles", "TemporalEnsembling", "Vanilla", "available_methods",
+           "check_fraction", "check_int", "check_weight", "create_method", "lstsd_loss", "register_method",
+           "unregister_method"]

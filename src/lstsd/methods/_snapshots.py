@@ -1,12 +1,12 @@
 """Shared machinery of the methods that keep whole-network teachers: frozen snapshots, their
-forward pass, their checkpoint form, and the cyclic (restarted) cosine schedule of the snapshot
-methods.
+forward pass, rebuilding them from a checkpoint, and the cyclic (restarted) cosine schedule of the
+snapshot methods.
 
 Snapshot Ensembles (Huang et al. 2017) and Snapshot Distillation (Yang et al. 2019) split
 training into mini-generations ("cycles") of ``cycle_epochs`` epochs, anneal the learning rate
 along a cosine inside each and restart it at the next; both take a snapshot of the weights at the
-end of every cycle. :class:`CyclicSnapshotMethod` holds that common part; LSTSD (single) and
-Mean Teacher use the snapshot helpers only.
+end of every cycle. :class:`CyclicSnapshotMethod` holds that common part; LSTSD (single) shares
+:class:`SnapshotTeachers` with them, and Mean Teacher uses the snapshot helpers only.
 
 Teachers are always run in eval mode and without gradient: batch norm uses the snapshot's own
 running statistics (or, for Mean Teacher, the averaged ones) and dropout is off, so a teacher's
@@ -14,21 +14,22 @@ output on a batch depends on its weights and that batch only (not on the other s
 batch, as train-mode batch norm would make it).
 
 Example:
-    >>> teacher = snapshot_of(model)             # frozen copy, same device, eval mode
-    >>> probs = frozen_probs(teacher, x, 2.0)    # softmax(teacher(x) / 2), no grad
-    >>> refresh_snapshot(teacher, model)         # copy the current weights into it, in place
+    >>> model, x = nn.Linear(4, 3), torch.randn(2, 4)
+    >>> teacher = snapshot_of(model)              # frozen copy, same device, eval mode
+    >>> probs = frozen_probs(teacher, x, 2.0)     # softmax(teacher(x) / 2), no grad
+    >>> teacher = refresh_snapshot(teacher, model)  # copy the current weights into it, in place
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
 from .base import Method
+from .settings import MiniGenerations, check_int, check_weight
 
 
 def snapshot_of(model: nn.Module) -> nn.Module:
@@ -37,9 +38,9 @@ def snapshot_of(model: nn.Module) -> nn.Module:
     The copy shares nothing with ``model`` (gradient buffers are dropped, not copied).
 
     Example:
-        >>> teacher = snapshot_of(model)
-        >>> all(not p.requires_grad for p in teacher.parameters())
-        True
+        >>> teacher = snapshot_of(nn.Linear(4, 3))
+        >>> all(not p.requires_grad for p in teacher.parameters()), teacher.training
+        (True, False)
     """
     grads = {}
     for p in model.parameters():       # do not duplicate .grad into the copy
@@ -88,55 +89,68 @@ def require_inputs(method: Method, inputs: Any) -> None:
                          "loss(logits, targets, indices, model=model, inputs=x) with the batch's inputs")
 
 
-def snapshot_state(snapshot: nn.Module | None) -> dict[str, torch.Tensor] | None:
-    """The checkpoint form of a snapshot: a cloned ``state_dict`` (or ``None``)."""
-    if snapshot is None:
-        return None
-    return {k: v.detach().clone() for k, v in snapshot.state_dict().items()}
-
-
-def restore_snapshot(template: nn.Module | None, state: dict[str, torch.Tensor] | None,
-                     into: nn.Module | None = None) -> nn.Module | None:
-    """Rebuild a snapshot from :func:`snapshot_state` output, with ``template``'s architecture.
-
-    ``into`` (an existing snapshot) is reused when given. ``template`` is the network passed to
-    ``setup`` (the method must be set up before ``load_state_dict``).
-    """
-    if state is None:
-        return None
-    if into is None:
-        if template is None:
-            raise RuntimeError("load_state_dict() needs the network: call setup(model) first")
-        into = snapshot_of(template)
-    into.load_state_dict(state)
-    return into
-
-
-def cyclic_cosine_lr(step: int, base_lr: float, cycle_steps: int, eta_min: float = 0.0) -> float:
-    """Closed form of the restarted cosine schedule after ``step`` scheduler steps (0-based).
-
-    ``eta_min + (base_lr - eta_min)·(1 + cos(π·(step mod cycle_steps)/cycle_steps))/2``, Huang
-    et al. (2017), Eq. (2), with ``eta_min = 0``.
-    """
-    t = step % cycle_steps
-    return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * t / cycle_steps)) / 2
-
-
 def cyclic_cosine_scheduler(optimizer: torch.optim.Optimizer, *, cycle_epochs: int, steps_per_epoch: int,
                             eta_min: float = 0.0) -> torch.optim.lr_scheduler.CosineAnnealingWarmRestarts:
     """Cosine annealing restarted every ``cycle_epochs`` epochs, to be stepped once per iteration.
 
     Example:
-        >>> sched = cyclic_cosine_scheduler(opt, cycle_epochs=40, steps_per_epoch=391)
-        >>> for x, y, idx in loader: ...; opt.step(); sched.step()
+        >>> opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+        >>> sched = cyclic_cosine_scheduler(opt, cycle_epochs=2, steps_per_epoch=2)
+        >>> lrs = []
+        >>> for step in range(5):
+        ...     lrs.append(round(opt.param_groups[0]["lr"], 4)); opt.step(); sched.step()
+        >>> lrs                                   # restarts after 2 epochs × 2 steps
+        [0.1, 0.0854, 0.05, 0.0146, 0.1]
     """
-    if not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
-        raise ValueError(f"steps_per_epoch must be a positive int, got {steps_per_epoch!r}")
+    check_int("steps_per_epoch", steps_per_epoch, 1)
     return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         optimizer, T_0=cycle_epochs * steps_per_epoch, eta_min=eta_min)
 
 
-class CyclicSnapshotMethod(Method):
+class SnapshotTeachers:
+    """Mixin of the methods whose teachers are frozen snapshots of the network (attributes named in
+    ``teacher_names``, each ``None`` until the first snapshot).
+
+    The snapshots are submodules, so they move and save with the method. ``setup(model)`` keeps
+    the network (not as a submodule: it is the caller's) as the template from which snapshots in a
+    checkpoint are rebuilt before loading.
+    """
+
+    teacher_names: tuple[str, ...] = ()
+
+    def setup(self, model: nn.Module, *, epochs: int | None = None, steps_per_epoch: int | None = None) -> None:
+        object.__setattr__(self, "_template", model)   # bypasses nn.Module registration on purpose
+        super().setup(model, epochs=epochs, steps_per_epoch=steps_per_epoch)  # type: ignore[misc]
+
+    def refresh_teacher(self, name: str, model: nn.Module) -> None:
+        """Teacher ``name`` ← a frozen copy of ``model``'s current weights (reusing its storage)."""
+        setattr(self, name, refresh_snapshot(getattr(self, name), model))
+
+    def new_snapshot(self) -> nn.Module:
+        """A snapshot with the network's architecture, to load a saved one into."""
+        template = getattr(self, "_template", None)
+        if template is None:
+            raise RuntimeError(f"{type(self).__name__}.load_state_dict() rebuilds its teacher snapshots from the "
+                               "network: call setup(model) first")
+        return snapshot_of(template)
+
+    def _closing_epoch(self, model: nn.Module | None) -> tuple[int, nn.Module]:
+        epoch = self._require_epoch("end_epoch()")  # type: ignore[attr-defined]
+        if model is None:
+            raise ValueError(f"{type(self).__name__}.end_epoch needs the network: call end_epoch(model)")
+        return epoch, model
+
+    def _prepare_to_load(self, state_dict: dict[str, Any], prefix: str) -> None:
+        for name in self.teacher_names:
+            saved = bool(self._submodule_keys(state_dict, prefix, name))  # type: ignore[attr-defined]
+            if saved and getattr(self, name) is None:
+                setattr(self, name, self.new_snapshot())
+            elif not saved:
+                setattr(self, name, None)
+        super()._prepare_to_load(state_dict, prefix)  # type: ignore[misc]
+
+
+class CyclicSnapshotMethod(SnapshotTeachers, Method):
     """Common part of Snapshot Ensembles and Snapshot Distillation: the cyclic LR schedule and
     the cycle (mini-generation) bookkeeping. Subclasses take their snapshots in ``end_epoch``.
 
@@ -148,37 +162,14 @@ class CyclicSnapshotMethod(Method):
     def __init__(self, num_samples: int, num_classes: int, cycle_epochs: int = 40, eta_min: float = 0.0, *,
                  validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
-        if not isinstance(cycle_epochs, int) or isinstance(cycle_epochs, bool) or cycle_epochs < 1:
-            raise ValueError(f"cycle_epochs must be an int >= 1, got {cycle_epochs!r}")
-        eta = float(eta_min)
-        if not (eta >= 0 and math.isfinite(eta)):
-            raise ValueError(f"eta_min must be a finite number >= 0, got {eta_min!r}")
-        self.cycle_epochs = cycle_epochs
-        self.eta_min = eta
-        self._model: nn.Module | None = None   # the network, the template of restored snapshots
-
-    def setup(self, model: nn.Module, *, epochs: int | None = None, steps_per_epoch: int | None = None) -> None:
-        self._model = model
+        self.generations = MiniGenerations(cycle_epochs, "cycle_epochs")
+        self.eta_min = check_weight("eta_min", eta_min)
 
     def configure_lr_scheduler(self, optimizer: torch.optim.Optimizer, *, epochs: int,
                                steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
         """Cosine annealing from the optimizer's LR to ``eta_min``, restarted every cycle (per iteration)."""
-        return cyclic_cosine_scheduler(optimizer, cycle_epochs=self.cycle_epochs,
+        return cyclic_cosine_scheduler(optimizer, cycle_epochs=self.generations.length,
                                        steps_per_epoch=steps_per_epoch, eta_min=self.eta_min)
 
-    def mini_generation(self, epoch: int) -> int:
-        """0-based cycle of ``epoch``: ``epoch // cycle_epochs``."""
-        return epoch // self.cycle_epochs
-
-    def is_last_epoch_of_cycle(self, epoch: int) -> bool:
-        """Whether a snapshot is taken at the end of ``epoch``."""
-        return (epoch + 1) % self.cycle_epochs == 0
-
-    def _closing_epoch(self, model: nn.Module | None) -> tuple[int, nn.Module]:
-        epoch = self._require_epoch("end_epoch()")
-        if model is None:
-            raise ValueError(f"{type(self).__name__}.end_epoch needs the network: call end_epoch(model)")
-        return epoch, model
-
     def hparams(self) -> dict[str, Any]:
-        return {**super().hparams(), "cycle_epochs": self.cycle_epochs, "eta_min": self.eta_min}
+        return {**super().hparams(), "cycle_epochs": self.generations.length, "eta_min": self.eta_min}

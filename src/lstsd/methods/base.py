@@ -1,21 +1,18 @@
-"""The interface every training policy implements; see :mod:`lstsd.methods` for the overview."""
+"""The interface every method implements; see :mod:`lstsd.methods` for the overview."""
 
 from __future__ import annotations
 
 import abc
-import math
 import warnings
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_indices, check_logits, check_targets
+from .._checks import check_indices, check_logits, check_sizes, check_targets
 
-
-class Method(abc.ABC):
-    """Base class of a one-generation training policy (vanilla, LSTSD, the paper's baselines).
+class Method(nn.Module, abc.ABC):
+    """Base class of a one-generation teacher–student method (vanilla, LSTSD, the paper's baselines).
 
     A trainer drives a method through these hooks, in this order::
 
@@ -32,8 +29,18 @@ class Method(abc.ABC):
             method.end_epoch(model)
             probs = method.eval_predictions(model, x_test)    # {"model": ..., maybe "teacher"/"ensemble"}
 
-    Subclasses implement :meth:`loss` and override the hooks they need. ``state_dict`` must hold
-    everything needed to continue bit-identically (banks, teacher weights, snapshots, counters).
+    Subclasses implement :meth:`loss` and override the hooks they need.
+
+    A method is an ``nn.Module`` (as timm's EMA models are): its banks, counters and teacher
+    networks are registered buffers and submodules, so ``.to(device)``, ``state_dict()`` and
+    ``load_state_dict()`` are PyTorch's own and hold everything needed to continue bit-identically.
+    The settings and the epoch counter travel as the module's extra state; loading checks them
+    first and refuses a checkpoint of another method or other settings. Per-sample state follows
+    the logits' device by itself on the first :meth:`loss` of a batch on another device.
+    Subclasses that create teachers lazily (snapshots) rebuild them before loading in
+    :meth:`_prepare_to_load`. A method is not called like a network: it has no ``forward``. Under
+    DDP keep it outside the wrapped module (or pass ``broadcast_buffers=False``): DDP would
+    otherwise broadcast its banks from rank 0 at every forward.
 
     Attributes:
         name: the registry name (set by :func:`lstsd.methods.create_method`).
@@ -47,10 +54,8 @@ class Method(abc.ABC):
     needs_model_inputs: ClassVar[bool] = False
 
     def __init__(self, num_samples: int, num_classes: int, *, validate: bool = True) -> None:
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int (the training-set size), got {num_samples!r}")
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        super().__init__()
+        check_sizes(num_samples, num_classes)
         self.num_samples = num_samples
         self.num_classes = num_classes
         self.validate = validate
@@ -82,10 +87,10 @@ class Method(abc.ABC):
             if self.next_epoch != 0:
                 raise ValueError(
                     f"epochs must run in order: expected start_epoch({self.next_epoch}), got {epoch}. "
-                    "To resume a run, load the policy's state_dict from the same checkpoint as the model")
+                    "To resume a run, load the method's state_dict from the same checkpoint as the model")
             warnings.warn(
                 f"{type(self).__name__} starts at epoch {epoch} with no history; if you are resuming a run, "
-                "load the policy's state_dict saved with the model, or its soft targets are lost", stacklevel=2)
+                "load the method's state_dict saved with the model, or its soft targets are lost", stacklevel=2)
         self.epoch = epoch
 
     @abc.abstractmethod
@@ -123,25 +128,51 @@ class Method(abc.ABC):
         """The settings a checkpoint must agree on to be resumed by this method."""
         return {"num_samples": self.num_samples, "num_classes": self.num_classes}
 
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly; subclasses extend it."""
+    def get_extra_state(self) -> dict[str, Any]:
+        """Saved in ``state_dict()`` beside the tensors: the method, its settings, the next epoch."""
         return {"method": self.name, "hparams": self.hparams(), "next_epoch": self.next_epoch}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; refuse one saved by another method or other settings."""
-        if not isinstance(state, dict) or "method" not in state or "hparams" not in state:
-            raise ValueError("not a method state_dict (expected keys 'method', 'hparams', 'next_epoch')")
-        if state["method"] != self.name:
-            raise ValueError(f"this checkpoint was written by method {state['method']!r}, not {self.name!r}")
-        mine, theirs = self.hparams(), state["hparams"]
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.next_epoch = int(state["next_epoch"])
+
+    def check_compatible(self, extra_state: Any) -> None:
+        """Raise ``ValueError`` unless ``extra_state`` (from :meth:`get_extra_state`) is this method's
+        with the same settings; called by ``load_state_dict`` before anything is copied."""
+        if not isinstance(extra_state, dict) or not {"method", "hparams", "next_epoch"} <= set(extra_state):
+            raise ValueError("not a method state_dict: it lacks the method's '_extra_state' "
+                             "(method, hparams, next_epoch); pass the dict that method.state_dict() returned")
+        if extra_state["method"] != self.name:
+            raise ValueError(f"this checkpoint was written by method {extra_state['method']!r}, not {self.name!r}")
+        mine, theirs = self.hparams(), extra_state["hparams"]
         diff = {k: (theirs.get(k), mine.get(k)) for k in set(mine) | set(theirs) if theirs.get(k) != mine.get(k)}
         if diff:
             listing = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
             raise ValueError(f"cannot resume {self.name}: the checkpoint comes from a run with other settings "
                              f"({listing}); build the method with the saved settings")
+
+    def _prepare_to_load(self, state_dict: dict[str, Any], prefix: str) -> None:
+        """Create (or drop) lazily built submodules so that they match the keys of ``state_dict``."""
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # Runs before the submodules load (PyTorch loads a module, then its children), so a
+        # checkpoint of another method or other settings is refused before anything is copied,
+        # whether this method is loaded directly or as a submodule of a user's module.
+        self.check_compatible(state_dict.get(prefix + "_extra_state"))
         if self.epoch is not None:
             raise RuntimeError("load_state_dict() called in the middle of an epoch; call it between epochs")
-        self.next_epoch = int(state["next_epoch"])
+        self._prepare_to_load(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def _submodule_keys(self, state_dict: dict[str, Any], prefix: str, name: str) -> set[str]:
+        """What follows ``prefix + name + "."`` in the keys of ``state_dict`` (for :meth:`_prepare_to_load`)."""
+        head = f"{prefix}{name}."
+        return {k[len(head):] for k in state_dict if k.startswith(head)}
+
+    def _follow_device(self, device: torch.device) -> None:
+        """Move the method's buffers and teachers to ``device`` if they are elsewhere (one check per step)."""
+        first = next(self.buffers(), None)
+        if first is not None and first.device != device:
+            self.to(device)
 
     # ------------------------------------------------------------------ helpers
     def _require_epoch(self, what: str) -> int:
@@ -151,28 +182,17 @@ class Method(abc.ABC):
 
     def _check_batch(self, logits: torch.Tensor, targets: torch.Tensor,
                      indices: torch.Tensor | None) -> torch.Tensor | None:
-        """Validate a batch (when ``self.validate``); return the indices as int64."""
-        if not self.validate:
-            return None if indices is None else indices.long()
-        check_logits(logits, num_classes=self.num_classes)
-        check_targets(targets, logits.shape[0], self.num_classes)
-        if indices is None:
-            return None
-        return check_indices(indices, self.num_samples, batch_size=logits.shape[0])
-
-    @staticmethod
-    def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy at T = 1, computed in float32 whatever the autocast dtype."""
-        return F.cross_entropy(logits.float(), targets)
+        """Validate a batch (when ``self.validate``), bring the method's state to the logits' device,
+        and return the indices as int64 on that device."""
+        if self.validate:
+            check_logits(logits, num_classes=self.num_classes)
+            check_targets(targets, logits.shape[0], self.num_classes)
+            if indices is not None:
+                indices = check_indices(indices, self.num_samples, batch_size=logits.shape[0])
+        self._follow_device(logits.device)
+        return None if indices is None else indices.to(device=logits.device, dtype=torch.long)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
         return f"{type(self).__name__}({args})"
 
-
-def check_weight(name: str, value: float) -> float:
-    """Return a loss weight as float; raise ``ValueError`` unless it is finite and >= 0."""
-    v = float(value)
-    if not (v >= 0 and math.isfinite(v)):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v

@@ -31,8 +31,9 @@ import torch
 from torch import nn
 
 from ..bank import SoftTargetBank, resolve_bank_dtype
-from ..losses import KLDirection, check_kl_direction, check_temperature, distillation_kl
-from .base import Method, check_weight
+from ..losses import KLDirection, cross_entropy, distillation_kl
+from .base import Method
+from .settings import Distillation, MiniGenerations, check_weight
 
 
 def lstsd_loss(logits: torch.Tensor, targets: torch.Tensor, *,
@@ -48,8 +49,16 @@ def lstsd_loss(logits: torch.Tensor, targets: torch.Tensor, *,
 
     Returns:
         ``(total, {"ce": L^C, "long": L^L, "short": L^S})`` with the parts detached.
+
+    Example:
+        >>> logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+        >>> teacher = torch.tensor([[0.5, 0.5], [0.5, 0.5]])
+        >>> total, parts = lstsd_loss(logits, torch.tensor([0, 1]), long_term_targets=teacher,
+        ...                           short_term_targets=None, lambda_long=2.4, lambda_short=4.0, temperature=2.0)
+        >>> sorted(parts), round(total.item(), 4)
+        (['ce', 'long', 'short'], 0.4013)
     """
-    ce = Method.cross_entropy(logits, targets)
+    ce = cross_entropy(logits, targets)
     total = ce
     parts = {"ce": ce.detach()}
     for name, teacher, mask, weight in (("long", long_term_targets, long_term_mask, lambda_long),
@@ -63,26 +72,44 @@ def lstsd_loss(logits: torch.Tensor, targets: torch.Tensor, *,
     return total, parts
 
 
-def set_long_short_settings(method: Method, generation_epochs: int, lambda_long: float, lambda_short: float,
-                            temperature: float, kl_direction: str, t2_scale: bool) -> None:
-    """Validate and set E, λ^L, λ^S, T and the KL options (shared by LSTSD and LSTSD (single))."""
-    if not isinstance(generation_epochs, int) or isinstance(generation_epochs, bool) or generation_epochs < 1:
-        raise ValueError(f"generation_epochs (E) must be an int >= 1, got {generation_epochs!r}")
-    method.generation_epochs = generation_epochs
-    method.lambda_long = check_weight("lambda_long", lambda_long)
-    method.lambda_short = check_weight("lambda_short", lambda_short)
-    method.temperature = check_temperature(temperature)
-    method.kl_direction = check_kl_direction(kl_direction)
-    method.t2_scale = bool(t2_scale)
+class LongShortSettings:
+    """E, λ^L, λ^S and the distillation options, shared by LSTSD and LSTSD (single).
+
+    Sets ``generations`` (:class:`~lstsd.methods.settings.MiniGenerations`), ``lambda_long``,
+    ``lambda_short`` and ``distillation`` (:class:`~lstsd.methods.settings.Distillation`) on the method.
+    """
+
+    generations: MiniGenerations
+    lambda_long: float
+    lambda_short: float
+    distillation: Distillation
+
+    def _set_long_short(self, generation_epochs: int, lambda_long: float, lambda_short: float,
+                        temperature: float, kl_direction: KLDirection, t2_scale: bool) -> None:
+        self.generations = MiniGenerations(generation_epochs, "generation_epochs (E)")
+        self.lambda_long = check_weight("lambda_long", lambda_long)
+        self.lambda_short = check_weight("lambda_short", lambda_short)
+        self.distillation = Distillation(temperature, kl_direction, t2_scale)
+
+    def _long_short_hparams(self) -> dict[str, Any]:
+        return {"generation_epochs": self.generations.length, "lambda_long": self.lambda_long,
+                "lambda_short": self.lambda_short, **self.distillation.hparams()}
+
+    def _long_short_loss(self, logits: torch.Tensor, targets: torch.Tensor,
+                         long_term: tuple[torch.Tensor | None, torch.Tensor | None],
+                         short_term: tuple[torch.Tensor | None, torch.Tensor | None]) -> torch.Tensor:
+        """Eq. (1) with these settings; ``(targets, mask)`` per teacher. Records the loss components."""
+        d = self.distillation
+        loss, parts = lstsd_loss(logits, targets, long_term_targets=long_term[0], long_term_mask=long_term[1],
+                                 short_term_targets=short_term[0], short_term_mask=short_term[1],
+                                 lambda_long=self.lambda_long, lambda_short=self.lambda_short,
+                                 temperature=d.temperature, kl_direction=d.kl_direction, t2_scale=d.t2_scale)
+        parts["total"] = loss.detach()
+        self._components = parts  # type: ignore[attr-defined]
+        return loss
 
 
-def long_short_hparams(method: Any) -> dict[str, Any]:
-    return {"generation_epochs": method.generation_epochs, "lambda_long": method.lambda_long,
-            "lambda_short": method.lambda_short, "temperature": method.temperature,
-            "kl_direction": method.kl_direction, "t2_scale": method.t2_scale}
-
-
-class LSTSD(Method):
+class LSTSD(LongShortSettings, Method):
     """Long Short-Term Sample Distillation (Jiang et al., AAAI 2020, Algorithm 1).
 
     Args:
@@ -110,13 +137,21 @@ class LSTSD(Method):
     one epoch keeps its older target.
 
     Example:
-        >>> policy = LSTSD(num_samples=len(train_set), num_classes=100)
-        >>> for epoch in range(epochs):
-        ...     policy.start_epoch(epoch)
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> from lstsd import IndexedDataset
+        >>> train_set = IndexedDataset(TensorDataset(torch.randn(64, 5), torch.randint(0, 3, (64,))))
+        >>> loader = DataLoader(train_set, batch_size=16, shuffle=True)
+        >>> model = nn.Linear(5, 3)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> method = LSTSD(num_samples=len(train_set), num_classes=3, generation_epochs=2)
+        >>> for epoch in range(4):
+        ...     method.start_epoch(epoch)
         ...     for x, y, idx in loader:
-        ...         loss = policy.loss(model(x), y, idx)
+        ...         loss = method.loss(model(x), y, idx)
         ...         opt.zero_grad(); loss.backward(); opt.step()
-        ...     policy.end_epoch()
+        ...     method.end_epoch()
+        >>> bool(method.short_term_bank.recorded.all()), sorted(method.loss_components())
+        (True, ['ce', 'long', 'short', 'total'])
     """
 
     name = "lstsd"
@@ -127,8 +162,7 @@ class LSTSD(Method):
                  bank_dtype: torch.dtype | str = torch.float16, device: torch.device | str | None = None,
                  validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
-        set_long_short_settings(self, generation_epochs, lambda_long, lambda_short, temperature, kl_direction,
-                                t2_scale)
+        self._set_long_short(generation_epochs, lambda_long, lambda_short, temperature, kl_direction, t2_scale)
         self.bank_dtype = resolve_bank_dtype(bank_dtype)
         # z^L and z^S. A bank whose weight is 0 (the Table 3 ablations) is never read: not allocated.
         self.long_term_bank = (SoftTargetBank(num_samples, num_classes, bank_dtype, device, validate=False)
@@ -137,14 +171,6 @@ class LSTSD(Method):
                                 if self.lambda_short > 0 else None)
 
     # ------------------------------------------------------------ Algorithm 1
-    def mini_generation(self, epoch: int) -> int:
-        """0-based mini-generation of ``epoch``: ``epoch // E``."""
-        return epoch // self.generation_epochs
-
-    def is_last_epoch_of_mini_generation(self, epoch: int) -> bool:
-        """Whether ``epoch`` records long-term targets (Algorithm 1, line 15: e = E)."""
-        return (epoch + 1) % self.generation_epochs == 0
-
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, *,
              model: nn.Module | None = None, inputs: Any = None) -> torch.Tensor:
         """The loss of one mini-batch (Algorithm 1, lines 5-11), then record its targets (lines 14-17).
@@ -157,59 +183,27 @@ class LSTSD(Method):
         """
         epoch = self._require_epoch("loss()")
         indices = self._check_batch(logits, targets, indices)
-        self._keep_banks_on(logits.device)
-        indices = indices.to(logits.device)
 
-        if self.mini_generation(epoch) > 0:                      # line 6: m > 1
-            long_term = self._read(self.long_term_bank, indices)    # z^L_i, line 7
-            short_term = self._read(self.short_term_bank, indices)  # z^S_i, line 8
-            loss, parts = lstsd_loss(                               # line 9
+        if self.generations.index(epoch) > 0:                    # line 6: m > 1
+            loss = self._long_short_loss(                          # line 9
                 logits, targets,
-                long_term_targets=long_term[0], long_term_mask=long_term[1],
-                short_term_targets=short_term[0], short_term_mask=short_term[1],
-                lambda_long=self.lambda_long, lambda_short=self.lambda_short,
-                temperature=self.temperature, kl_direction=self.kl_direction, t2_scale=self.t2_scale)
+                long_term=self._read(self.long_term_bank, indices),     # z^L_i, line 7
+                short_term=self._read(self.short_term_bank, indices))   # z^S_i, line 8
         else:                                                    # line 11: first mini-generation
-            loss, parts = lstsd_loss(logits, targets, long_term_targets=None, short_term_targets=None,
-                                     lambda_long=0.0, lambda_short=0.0, temperature=self.temperature)
+            loss = self._long_short_loss(logits, targets, (None, None), (None, None))
 
         # Lines 14-17: this snapshot's softened prediction becomes the sample's next teacher.
-        snapshot = torch.softmax(logits.detach().float() / self.temperature, dim=1)
+        snapshot = self.distillation.soften(logits)
         if self.short_term_bank is not None:
             self.short_term_bank.write(indices, snapshot)
-        if self.long_term_bank is not None and self.is_last_epoch_of_mini_generation(epoch):
+        if self.long_term_bank is not None and self.generations.is_last_epoch(epoch):
             self.long_term_bank.write(indices, snapshot)
-
-        parts["total"] = loss.detach()
-        self._components = parts
         return loss
 
-    # ------------------------------------------------------------ plumbing
     @staticmethod
     def _read(bank: SoftTargetBank | None, indices: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         return (None, None) if bank is None else bank.read(indices)
 
-    def _banks(self) -> dict[str, SoftTargetBank]:
-        return {name: bank for name, bank in (("long_term_bank", self.long_term_bank),
-                                               ("short_term_bank", self.short_term_bank)) if bank is not None}
-
-    def _keep_banks_on(self, device: torch.device) -> None:
-        for bank in self._banks().values():
-            if bank.device != device:
-                bank.to(device)
-
     def hparams(self) -> dict[str, Any]:
-        return {**super().hparams(), **long_short_hparams(self),
+        return {**super().hparams(), **self._long_short_hparams(),
                 "bank_dtype": str(self.bank_dtype).removeprefix("torch.")}
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state.update({name: bank.state_dict() for name, bank in self._banks().items()})
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        for name, bank in self._banks().items():
-            if name not in state:
-                raise ValueError(f"LSTSD state_dict is missing {name!r}")
-            bank.load_state_dict(state[name])

@@ -34,12 +34,12 @@ import torch
 from torch import nn
 
 from ..losses import KLDirection
-from ._snapshots import frozen_probs, refresh_snapshot, require_inputs, restore_snapshot, snapshot_state
+from ._snapshots import SnapshotTeachers, frozen_probs, require_inputs
 from .base import Method
-from .lstsd import long_short_hparams, lstsd_loss, set_long_short_settings
+from .lstsd import LongShortSettings
 
 
-class LSTSDSingle(Method):
+class LSTSDSingle(LongShortSettings, SnapshotTeachers, Method):
     """LSTSD with one long-term and one short-term snapshot shared by all samples (Table 3).
 
     Args:
@@ -54,46 +54,40 @@ class LSTSDSingle(Method):
         validate: check every batch.
 
     Example:
-        >>> policy = LSTSDSingle(num_samples=len(train_set), num_classes=100)
-        >>> policy.setup(model)
-        >>> for epoch in range(epochs):
-        ...     policy.start_epoch(epoch)
-        ...     for x, y, idx in loader:
-        ...         loss = policy.loss(model(x), y, idx, model=model, inputs=x)
-        ...         opt.zero_grad(); loss.backward(); opt.step()
-        ...     policy.end_epoch(model)
+        >>> model = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> x, y, idx = torch.randn(16, 5), torch.randint(0, 3, (16,)), torch.arange(16)
+        >>> method = LSTSDSingle(num_samples=16, num_classes=3, generation_epochs=1)
+        >>> method.setup(model)
+        >>> for epoch in range(2):
+        ...     method.start_epoch(epoch)
+        ...     loss = method.loss(model(x), y, idx, model=model, inputs=x)   # teachers run on x
+        ...     opt.zero_grad(); loss.backward(); opt.step()
+        ...     method.end_epoch(model)                                       # snapshots taken here
+        >>> method.short_term_teacher is not None and method.long_term_teacher is not None
+        True
     """
 
     name = "lstsd_single"
     extra_forward_passes = 2
     needs_model_inputs = True
+    teacher_names = ("long_term_teacher", "short_term_teacher")
 
     def __init__(self, num_samples: int, num_classes: int, generation_epochs: int = 6,
                  lambda_long: float = 2.4, lambda_short: float = 4.0, temperature: float = 2.0,
                  kl_direction: KLDirection = "teacher_student", t2_scale: bool = False,
                  validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
-        set_long_short_settings(self, generation_epochs, lambda_long, lambda_short, temperature, kl_direction,
-                                t2_scale)
+        self._set_long_short(generation_epochs, lambda_long, lambda_short, temperature, kl_direction, t2_scale)
         self.long_term_teacher: nn.Module | None = None    # θ^L: end of the previous mini-generation
         self.short_term_teacher: nn.Module | None = None   # θ^S: end of the previous epoch
-        self._model: nn.Module | None = None
-
-    def setup(self, model: nn.Module, *, epochs: int | None = None, steps_per_epoch: int | None = None) -> None:
-        self._model = model
-
-    def mini_generation(self, epoch: int) -> int:
-        """0-based mini-generation of ``epoch``: ``epoch // E``."""
-        return epoch // self.generation_epochs
-
-    def is_last_epoch_of_mini_generation(self, epoch: int) -> bool:
-        return (epoch + 1) % self.generation_epochs == 0
 
     def teacher_targets(self, inputs: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``(softmax(f(x; θ^L)/T), softmax(f(x; θ^S)/T))``; ``None`` for an absent or unused teacher."""
-        long_term = (frozen_probs(self.long_term_teacher, inputs, self.temperature)
+        t = self.distillation.temperature
+        long_term = (frozen_probs(self.long_term_teacher, inputs, t)
                      if self.long_term_teacher is not None and self.lambda_long > 0 else None)
-        short_term = (frozen_probs(self.short_term_teacher, inputs, self.temperature)
+        short_term = (frozen_probs(self.short_term_teacher, inputs, t)
                       if self.short_term_teacher is not None and self.lambda_short > 0 else None)
         return long_term, short_term
 
@@ -103,42 +97,19 @@ class LSTSDSingle(Method):
         epoch = self._require_epoch("loss()")
         self._check_batch(logits, targets, indices)
         long_term = short_term = None
-        if self.mini_generation(epoch) > 0:
+        if self.generations.index(epoch) > 0:
             require_inputs(self, inputs)
             long_term, short_term = self.teacher_targets(inputs)
-        loss, parts = lstsd_loss(logits, targets, long_term_targets=long_term, short_term_targets=short_term,
-                                 lambda_long=self.lambda_long, lambda_short=self.lambda_short,
-                                 temperature=self.temperature, kl_direction=self.kl_direction,
-                                 t2_scale=self.t2_scale)
-        parts["total"] = loss.detach()
-        self._components = parts
-        return loss
+        return self._long_short_loss(logits, targets, (long_term, None), (short_term, None))
 
     def end_epoch(self, model: nn.Module | None = None) -> None:
         """θ^S ← θ every epoch; θ^L ← θ at the end of a mini-generation."""
-        epoch = self._require_epoch("end_epoch()")
-        if model is None:
-            raise ValueError("LSTSDSingle.end_epoch needs the network: call end_epoch(model)")
+        epoch, model = self._closing_epoch(model)
         if self.lambda_short > 0:
-            self.short_term_teacher = refresh_snapshot(self.short_term_teacher, model)
-        if self.lambda_long > 0 and self.is_last_epoch_of_mini_generation(epoch):
-            self.long_term_teacher = refresh_snapshot(self.long_term_teacher, model)
+            self.refresh_teacher("short_term_teacher", model)
+        if self.lambda_long > 0 and self.generations.is_last_epoch(epoch):
+            self.refresh_teacher("long_term_teacher", model)
         super().end_epoch(model)
 
     def hparams(self) -> dict[str, Any]:
-        return {**super().hparams(), **long_short_hparams(self)}
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["long_term_teacher"] = snapshot_state(self.long_term_teacher)
-        state["short_term_teacher"] = snapshot_state(self.short_term_teacher)
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        if "long_term_teacher" not in state or "short_term_teacher" not in state:
-            raise ValueError("LSTSDSingle state_dict is missing 'long_term_teacher' or 'short_term_teacher'")
-        self.long_term_teacher = restore_snapshot(self._model, state["long_term_teacher"],
-                                                  into=self.long_term_teacher)
-        self.short_term_teacher = restore_snapshot(self._model, state["short_term_teacher"],
-                                                   into=self.short_term_teacher)
+        return {**super().hparams(), **self._long_short_hparams()}

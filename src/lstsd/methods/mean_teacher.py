@@ -18,7 +18,7 @@ Mapping onto this file::
                         L = CE(f(x; θ), y) + λ·KL(z ‖ softmax(f(x; θ) / T))
     end_step(model)     θ' ← α·θ' + (1 − α)·θ                after every optimizer step
 
-Choices where the LSTSD paper is open (see DESIGN.md):
+Choices where the LSTSD paper is open (``docs/decisions.md`` lists all of them):
 
 * The teacher is ``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn(α)`` and
   ``use_buffers=True``: batch-norm running statistics are averaged like the weights. (The integer
@@ -45,17 +45,23 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..losses import KLDirection, check_kl_direction, check_temperature, distillation_kl
-from ._snapshots import frozen_probs, require_inputs, snapshot_state
-from .base import Method, check_weight
+from ..losses import KLDirection, cross_entropy
+from ._snapshots import frozen_probs, require_inputs
+from .base import Method
+from .settings import Distillation, check_fraction, check_weight
 
 
 def ema_teacher(model: nn.Module, ema_decay: float) -> AveragedModel:
     """An EMA copy of ``model`` (weights and buffers), initialised to ``model``'s current values.
 
     Example:
-        >>> teacher = ema_teacher(model, 0.999)
-        >>> ...; opt.step(); teacher.update_parameters(model)   # θ' ← 0.999·θ' + 0.001·θ
+        >>> model = nn.Linear(2, 1)
+        >>> teacher = ema_teacher(model, 0.9)
+        >>> with torch.no_grad():
+        ...     _ = model.bias.fill_(1.0), teacher.module.bias.fill_(0.0)
+        >>> teacher.update_parameters(model)                    # θ' ← 0.9·θ' + 0.1·θ
+        >>> round(teacher.module.bias.item(), 4)
+        0.1
     """
     teacher = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
     teacher.update_parameters(model)   # n_averaged 0 -> 1: θ'_0 = θ_0 (a copy); EMA from then on
@@ -80,15 +86,19 @@ class MeanTeacher(Method):
         validate: check every batch.
 
     Example:
-        >>> policy = MeanTeacher(num_samples=len(train_set), num_classes=100)
-        >>> policy.setup(model)
-        >>> for epoch in range(epochs):
-        ...     policy.start_epoch(epoch)
-        ...     for x, y, idx in loader:
-        ...         loss = policy.loss(model(x), y, idx, model=model, inputs=x)
-        ...         opt.zero_grad(); loss.backward(); opt.step()
-        ...         policy.end_step(model)
-        ...     policy.end_epoch(model)
+        >>> model = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> x, y, idx = torch.randn(16, 5), torch.randint(0, 3, (16,)), torch.arange(16)
+        >>> method = MeanTeacher(num_samples=16, num_classes=3)
+        >>> method.setup(model)                                  # the EMA teacher starts as a copy
+        >>> for epoch in range(2):
+        ...     method.start_epoch(epoch)
+        ...     loss = method.loss(model(x), y, idx, model=model, inputs=x)
+        ...     opt.zero_grad(); loss.backward(); opt.step()
+        ...     method.end_step(model)                           # θ' ← αθ' + (1 − α)θ
+        ...     method.end_epoch(model)
+        >>> sorted(method.eval_predictions(model.eval(), x))
+        ['model', 'teacher']
     """
 
     name = "mean_teacher"
@@ -100,14 +110,9 @@ class MeanTeacher(Method):
                  kl_direction: KLDirection = "teacher_student", t2_scale: bool = False,
                  validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
-        decay = float(ema_decay)
-        if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"ema_decay (α) must be in [0, 1], got {ema_decay!r}")
-        self.ema_decay = decay
+        self.ema_decay = check_fraction("ema_decay (α)", ema_decay)
         self.lambda_teacher = check_weight("lambda_teacher", lambda_teacher)
-        self.temperature = check_temperature(temperature)
-        self.kl_direction = check_kl_direction(kl_direction)
-        self.t2_scale = bool(t2_scale)
+        self.distillation = Distillation(temperature, kl_direction, t2_scale)
         self.teacher: AveragedModel | None = None
 
     def setup(self, model: nn.Module, *, epochs: int | None = None, steps_per_epoch: int | None = None) -> None:
@@ -126,9 +131,9 @@ class MeanTeacher(Method):
         self._check_batch(logits, targets, indices)
         teacher = self._require_teacher("loss()")
         require_inputs(self, inputs)
-        ce = self.cross_entropy(logits, targets)
-        z = frozen_probs(teacher.module, inputs, self.temperature)
-        kd = distillation_kl(logits, z, self.temperature, direction=self.kl_direction, t2_scale=self.t2_scale)
+        ce = cross_entropy(logits, targets)
+        z = frozen_probs(teacher.module, inputs, self.distillation.temperature)
+        kd = self.distillation.kl(logits, z)
         loss = ce + self.lambda_teacher * kd
         self._components = {"ce": ce.detach(), "kd": kd.detach(), "total": loss.detach()}
         return loss
@@ -147,16 +152,9 @@ class MeanTeacher(Method):
 
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), "ema_decay": self.ema_decay, "lambda_teacher": self.lambda_teacher,
-                "temperature": self.temperature, "kl_direction": self.kl_direction, "t2_scale": self.t2_scale}
+                **self.distillation.hparams()}
 
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["teacher"] = snapshot_state(self._require_teacher("state_dict()"))
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        teacher = self._require_teacher("load_state_dict()")
-        super().load_state_dict(state)
-        if state.get("teacher") is None:
+    def _prepare_to_load(self, state_dict: dict[str, Any], prefix: str) -> None:
+        self._require_teacher("load_state_dict()")
+        if not self._submodule_keys(state_dict, prefix, "teacher"):
             raise ValueError("MeanTeacher state_dict is missing 'teacher'")
-        teacher.load_state_dict(state["teacher"])

@@ -31,6 +31,7 @@ from torch import nn
 from ..bank import SoftTargetBank, resolve_bank_dtype
 from ..losses import soft_cross_entropy
 from .base import Method
+from .settings import check_fraction, check_int
 
 
 def pskd_targets(targets: torch.Tensor, previous: torch.Tensor, recorded: torch.Tensor, alpha: float,
@@ -59,10 +60,14 @@ class PSKD(Method):
     ``setup(model, epochs=E)`` must give the run's total number of epochs (α_t depends on it).
 
     Example:
-        >>> policy = PSKD(num_samples=len(train_set), num_classes=100)
-        >>> policy.setup(model, epochs=200)
-        >>> policy.start_epoch(0)
-        >>> loss = policy.loss(model(x), y, idx)
+        >>> model = nn.Linear(5, 3)
+        >>> x, y, idx = torch.randn(8, 5), torch.randint(0, 3, (8,)), torch.arange(8)
+        >>> method = PSKD(num_samples=8, num_classes=3)
+        >>> method.setup(model, epochs=10)                   # α_t rises to α_T over the 10 epochs
+        >>> method.start_epoch(0)
+        >>> loss = method.loss(model(x), y, idx)
+        >>> method.alpha(0), method.alpha(9)
+        (0.08, 0.8)
     """
 
     name = "ps_kd"
@@ -71,10 +76,7 @@ class PSKD(Method):
                  bank_dtype: torch.dtype | str = torch.float16, device: torch.device | str | None = None,
                  validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
-        alpha = float(alpha_T)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha_T must be in [0, 1], got {alpha_T!r}")
-        self.alpha_T = alpha
+        self.alpha_T = check_fraction("alpha_T", alpha_T)
         self.bank_dtype = resolve_bank_dtype(bank_dtype)
         self.predictions = SoftTargetBank(num_samples, num_classes, bank_dtype, device, validate=False)
         self.epochs: int | None = None
@@ -83,9 +85,7 @@ class PSKD(Method):
         """Record the run's total number of epochs T (required: α_t = α_T·t/T)."""
         if epochs is None:
             raise ValueError("PS-KD needs the run's length: call setup(model, epochs=total_epochs)")
-        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-        self.epochs = epochs
+        self.epochs = check_int("epochs", epochs, 1)
 
     def alpha(self, epoch: int) -> float:
         """α_t = α_T·(epoch + 1)/epochs for the 0-based ``epoch``."""
@@ -99,12 +99,6 @@ class PSKD(Method):
         self.alpha(epoch)   # fail early if the run's length is unknown or exceeded
         super().start_epoch(epoch)
 
-    def soft_targets(self, targets: torch.Tensor, indices: torch.Tensor,
-                     alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """``((1 − α)·onehot + α·P_prev, recorded)``; rows with no recorded prediction are one-hot."""
-        previous, recorded = self.predictions.read(indices)
-        return pskd_targets(targets, previous, recorded, alpha, self.num_classes), recorded
-
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, *,
              model: nn.Module | None = None, inputs: Any = None) -> torch.Tensor:
         """Soft cross-entropy against the progressive target, then record this epoch's prediction.
@@ -114,9 +108,6 @@ class PSKD(Method):
         """
         epoch = self._require_epoch("loss()")
         indices = self._check_batch(logits, targets, indices)
-        if self.predictions.device != logits.device:
-            self.predictions.to(logits.device)
-        indices = indices.to(logits.device)
         targets = targets.to(logits.device)
 
         previous, recorded = self.predictions.read(indices)
@@ -134,14 +125,3 @@ class PSKD(Method):
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), "alpha_T": self.alpha_T, "epochs": self.epochs,
                 "bank_dtype": str(self.bank_dtype).removeprefix("torch.")}
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["predictions"] = self.predictions.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        if "predictions" not in state:
-            raise ValueError("PSKD state_dict is missing 'predictions'")
-        self.predictions.load_state_dict(state["predictions"])

@@ -31,10 +31,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..losses import KLDirection, check_kl_direction, check_temperature, distillation_kl
-from ._snapshots import (CyclicSnapshotMethod, frozen_probs, refresh_snapshot, require_inputs,
-                         restore_snapshot, snapshot_state)
-from .base import check_weight
+from ..losses import KLDirection, cross_entropy
+from ._snapshots import CyclicSnapshotMethod, frozen_probs, require_inputs
+from .settings import Distillation, check_weight
 
 
 class SnapshotDistillation(CyclicSnapshotMethod):
@@ -52,15 +51,25 @@ class SnapshotDistillation(CyclicSnapshotMethod):
         validate: check every batch.
 
     Example:
-        >>> policy = SnapshotDistillation(num_samples=len(train_set), num_classes=100)
-        >>> policy.setup(model)
-        >>> sched = policy.configure_lr_scheduler(opt, epochs=160, steps_per_epoch=len(loader))
-        >>> loss = policy.loss(model(x), y, idx, model=model, inputs=x)
+        >>> model = nn.Linear(5, 3)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> x, y, idx = torch.randn(8, 5), torch.randint(0, 3, (8,)), torch.arange(8)
+        >>> method = SnapshotDistillation(num_samples=8, num_classes=3, cycle_epochs=1)
+        >>> method.setup(model)
+        >>> sched = method.configure_lr_scheduler(opt, epochs=2, steps_per_epoch=1)
+        >>> for epoch in range(2):
+        ...     method.start_epoch(epoch)
+        ...     loss = method.loss(model(x), y, idx, model=model, inputs=x)
+        ...     opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+        ...     method.end_epoch(model)
+        >>> method.loss_components()["kd"] > 0          # the first cycle's snapshot taught in the second
+        tensor(True)
     """
 
     name = "snapshot_distillation"
     extra_forward_passes = 1
     needs_model_inputs = True
+    teacher_names = ("teacher",)
 
     def __init__(self, num_samples: int, num_classes: int, cycle_epochs: int = 40, eta_min: float = 0.0,
                  lambda_teacher: float = 1.0, temperature: float = 2.0,
@@ -68,9 +77,7 @@ class SnapshotDistillation(CyclicSnapshotMethod):
                  validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, cycle_epochs, eta_min, validate=validate)
         self.lambda_teacher = check_weight("lambda_teacher", lambda_teacher)
-        self.temperature = check_temperature(temperature)
-        self.kl_direction = check_kl_direction(kl_direction)
-        self.t2_scale = bool(t2_scale)
+        self.distillation = Distillation(temperature, kl_direction, t2_scale)
         self.teacher: nn.Module | None = None   # θ_{m−1}, frozen for the whole mini-generation m
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None, *,
@@ -78,12 +85,11 @@ class SnapshotDistillation(CyclicSnapshotMethod):
         """CE in the first mini-generation; ``CE + λ·KL(teacher ‖ student)`` afterwards."""
         epoch = self._require_epoch("loss()")
         self._check_batch(logits, targets, indices)
-        ce = self.cross_entropy(logits, targets)
-        if self.mini_generation(epoch) > 0 and self.teacher is not None:
+        ce = cross_entropy(logits, targets)
+        if self.generations.index(epoch) > 0 and self.teacher is not None:
             require_inputs(self, inputs)
-            z = frozen_probs(self.teacher, inputs, self.temperature)
-            kd = distillation_kl(logits, z, self.temperature, direction=self.kl_direction,
-                                 t2_scale=self.t2_scale)
+            z = frozen_probs(self.teacher, inputs, self.distillation.temperature)
+            kd = self.distillation.kl(logits, z)
             loss = ce + self.lambda_teacher * kd
         else:
             kd = torch.zeros((), device=ce.device)
@@ -94,21 +100,9 @@ class SnapshotDistillation(CyclicSnapshotMethod):
     def end_epoch(self, model: nn.Module | None = None) -> None:
         """At the end of a mini-generation, its last snapshot becomes the next one's teacher."""
         epoch, model = self._closing_epoch(model)
-        if self.is_last_epoch_of_cycle(epoch):
-            self.teacher = refresh_snapshot(self.teacher, model)
+        if self.generations.is_last_epoch(epoch):
+            self.refresh_teacher("teacher", model)
         super().end_epoch(model)
 
     def hparams(self) -> dict[str, Any]:
-        return {**super().hparams(), "lambda_teacher": self.lambda_teacher, "temperature": self.temperature,
-                "kl_direction": self.kl_direction, "t2_scale": self.t2_scale}
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["teacher"] = snapshot_state(self.teacher)
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        if "teacher" not in state:
-            raise ValueError("SnapshotDistillation state_dict is missing 'teacher'")
-        self.teacher = restore_snapshot(self._model, state["teacher"], into=self.teacher)
+        return {**super().hparams(), "lambda_teacher": self.lambda_teacher, **self.distillation.hparams()}

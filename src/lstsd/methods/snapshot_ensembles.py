@@ -28,13 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._snapshots import (
-    CyclicSnapshotMethod,
-    frozen_probs,
-    restore_snapshot,
-    snapshot_of,
-    snapshot_state,
-)
+from ._snapshots import CyclicSnapshotMethod, frozen_probs, snapshot_of
+from .settings import check_int
 from .vanilla import Vanilla
 
 
@@ -51,11 +46,19 @@ class SnapshotEnsembles(CyclicSnapshotMethod):
         validate: check every batch.
 
     Example:
-        >>> policy = SnapshotEnsembles(num_samples=len(train_set), num_classes=100, cycle_epochs=40)
-        >>> policy.setup(model)
-        >>> sched = policy.configure_lr_scheduler(opt, epochs=160, steps_per_epoch=len(loader))
-        >>> ...                                   # train; policy.end_epoch(model) after each epoch
-        >>> probs = policy.eval_predictions(model, x_test)["ensemble"]
+        >>> model = nn.Linear(5, 3)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> x, y, idx = torch.randn(8, 5), torch.randint(0, 3, (8,)), torch.arange(8)
+        >>> method = SnapshotEnsembles(num_samples=8, num_classes=3, cycle_epochs=1)
+        >>> method.setup(model)
+        >>> sched = method.configure_lr_scheduler(opt, epochs=3, steps_per_epoch=1)
+        >>> for epoch in range(3):
+        ...     method.start_epoch(epoch)
+        ...     loss = method.loss(model(x), y, idx)
+        ...     opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+        ...     method.end_epoch(model)
+        >>> len(method.snapshots), sorted(method.eval_predictions(model, x))
+        (3, ['ensemble', 'model'])
     """
 
     name = "snapshot_ensembles"
@@ -63,11 +66,10 @@ class SnapshotEnsembles(CyclicSnapshotMethod):
     def __init__(self, num_samples: int, num_classes: int, cycle_epochs: int = 40, eta_min: float = 0.0,
                  max_snapshots: int | None = None, validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, cycle_epochs, eta_min, validate=validate)
-        if max_snapshots is not None and (not isinstance(max_snapshots, int) or isinstance(max_snapshots, bool)
-                                          or max_snapshots < 1):
-            raise ValueError(f"max_snapshots must be None (keep all) or an int >= 1, got {max_snapshots!r}")
+        if max_snapshots is not None:
+            check_int("max_snapshots", max_snapshots, 1, hint=" (or None: keep all)")
         self.max_snapshots = max_snapshots
-        self.snapshots: list[nn.Module] = []
+        self.snapshots = nn.ModuleList()
 
     # Plain cross-entropy: the cyclic schedule and the snapshots do the work.
     loss = Vanilla.loss
@@ -75,7 +77,7 @@ class SnapshotEnsembles(CyclicSnapshotMethod):
     def end_epoch(self, model: nn.Module | None = None) -> None:
         """Take a snapshot at the end of each cycle."""
         epoch, model = self._closing_epoch(model)
-        if self.is_last_epoch_of_cycle(epoch):
+        if self.generations.is_last_epoch(epoch):
             self.snapshots.append(snapshot_of(model))
             if self.max_snapshots is not None:
                 del self.snapshots[:-self.max_snapshots]
@@ -85,7 +87,7 @@ class SnapshotEnsembles(CyclicSnapshotMethod):
     def eval_predictions(self, model: nn.Module, inputs: Any) -> dict[str, torch.Tensor]:
         """``{"model": the current network, "ensemble": mean of the snapshots' softmax}``."""
         current = torch.softmax(model(inputs).float(), dim=1)
-        if not self.snapshots:
+        if not len(self.snapshots):
             return {"model": current, "ensemble": current}
         ensemble = torch.stack([frozen_probs(s, inputs) for s in self.snapshots]).mean(dim=0)
         return {"model": current, "ensemble": ensemble}
@@ -93,13 +95,7 @@ class SnapshotEnsembles(CyclicSnapshotMethod):
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), "max_snapshots": self.max_snapshots}
 
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["snapshots"] = [snapshot_state(s) for s in self.snapshots]
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        if not isinstance(state.get("snapshots"), list):
-            raise ValueError("SnapshotEnsembles state_dict is missing the 'snapshots' list")
-        self.snapshots = [restore_snapshot(self._model, s) for s in state["snapshots"]]
+    def _prepare_to_load(self, state_dict: dict[str, Any], prefix: str) -> None:
+        saved = {int(k.split(".", 1)[0]) for k in self._submodule_keys(state_dict, prefix, "snapshots")}
+        self.snapshots = nn.ModuleList(self.new_snapshot() for _ in range(len(saved)))
+        super()._prepare_to_load(state_dict, prefix)

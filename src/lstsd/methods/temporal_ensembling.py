@@ -36,8 +36,9 @@ import torch
 from torch import nn
 
 from ..bank import SoftTargetBank
-from ..losses import KLDirection, check_kl_direction, check_temperature, distillation_kl
-from .base import Method, check_weight
+from ..losses import KLDirection, cross_entropy
+from .base import Method
+from .settings import Distillation, check_fraction, check_int, check_weight
 
 
 def gaussian_rampup(epoch: int, rampup_epochs: int) -> float:
@@ -72,9 +73,15 @@ class TemporalEnsembling(Method):
     amplify half-precision rounding in early epochs).
 
     Example:
-        >>> policy = TemporalEnsembling(num_samples=len(train_set), num_classes=100)
-        >>> policy.start_epoch(0)
-        >>> loss = policy.loss(model(x), y, idx)
+        >>> model = nn.Linear(5, 3)
+        >>> x, y, idx = torch.randn(8, 5), torch.randint(0, 3, (8,)), torch.arange(8)
+        >>> method = TemporalEnsembling(num_samples=8, num_classes=3)
+        >>> for epoch in range(2):
+        ...     method.start_epoch(epoch)
+        ...     loss = method.loss(model(x), y, idx)
+        ...     method.end_epoch()
+        >>> method.counts.tolist()                   # t_i: each sample trained on twice
+        [2, 2, 2, 2, 2, 2, 2, 2]
     """
 
     name = "temporal_ensembling"
@@ -84,20 +91,14 @@ class TemporalEnsembling(Method):
                  kl_direction: KLDirection = "teacher_student", t2_scale: bool = False,
                  device: torch.device | str | None = None, validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
-        alpha = float(ensemble_momentum)
-        if not 0.0 <= alpha < 1.0:
-            raise ValueError(f"ensemble_momentum (α) must be in [0, 1), got {ensemble_momentum!r}")
-        if not isinstance(rampup_epochs, int) or isinstance(rampup_epochs, bool) or rampup_epochs < 0:
-            raise ValueError(f"rampup_epochs must be an int >= 0 (0 disables the ramp-up), got {rampup_epochs!r}")
-        self.ensemble_momentum = alpha
+        self.ensemble_momentum = check_fraction("ensemble_momentum (α)", ensemble_momentum, include_one=False)
         self.lambda_teacher = check_weight("lambda_teacher", lambda_teacher)
-        self.rampup_epochs = rampup_epochs
-        self.temperature = check_temperature(temperature)
-        self.kl_direction = check_kl_direction(kl_direction)
-        self.t2_scale = bool(t2_scale)
+        self.rampup_epochs = check_int("rampup_epochs", rampup_epochs, 0, hint=" (0 disables the ramp-up)")
+        self.distillation = Distillation(temperature, kl_direction, t2_scale)
         # Z (not bias-corrected, so rows sum to 1 − α^t: the bank's probability checks are off).
         self.ensemble = SoftTargetBank(num_samples, num_classes, torch.float32, device, validate=False)
-        self.counts = torch.zeros(num_samples, dtype=torch.int64, device=device)   # t_i
+        self.counts: torch.Tensor
+        self.register_buffer("counts", torch.zeros(num_samples, dtype=torch.int64, device=device))   # t_i
 
     def weight(self, epoch: int) -> float:
         """The distillation weight of ``epoch``: ``λ·w(epoch)``."""
@@ -119,19 +120,14 @@ class TemporalEnsembling(Method):
         """``CE + λ·w(e)·KL(ẑ ‖ p)`` over the samples seen before, then fold this prediction into Z."""
         epoch = self._require_epoch("loss()")
         indices = self._check_batch(logits, targets, indices)
-        if self.ensemble.device != logits.device:
-            self.ensemble.to(logits.device)
-            self.counts = self.counts.to(logits.device)
-        indices = indices.to(logits.device)
 
-        ce = self.cross_entropy(logits, targets)
+        ce = cross_entropy(logits, targets)
         weight = self.weight(epoch)
         target, mask = self.targets(indices)                      # before this batch's update
-        kd = distillation_kl(logits, target, self.temperature, mask=mask, direction=self.kl_direction,
-                             t2_scale=self.t2_scale)
+        kd = self.distillation.kl(logits, target, mask)
         loss = ce + weight * kd if weight > 0 else ce
 
-        z = torch.softmax(logits.detach().float() / self.temperature, dim=1)
+        z = self.distillation.soften(logits)
         old, _ = self.ensemble.read(indices)
         self.ensemble.write(indices, torch.lerp(z, old, self.ensemble_momentum))   # αZ + (1 − α)z
         self.counts[indices] += 1
@@ -142,20 +138,4 @@ class TemporalEnsembling(Method):
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), "ensemble_momentum": self.ensemble_momentum,
                 "lambda_teacher": self.lambda_teacher, "rampup_epochs": self.rampup_epochs,
-                "temperature": self.temperature, "kl_direction": self.kl_direction, "t2_scale": self.t2_scale}
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["ensemble"] = self.ensemble.state_dict()
-        state["counts"] = self.counts.clone()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        if "ensemble" not in state or "counts" not in state:
-            raise ValueError("TemporalEnsembling state_dict is missing 'ensemble' or 'counts'")
-        counts = state["counts"]
-        if not isinstance(counts, torch.Tensor) or tuple(counts.shape) != (self.num_samples,):
-            raise ValueError("corrupt TemporalEnsembling state: 'counts' must be a tensor of shape (num_samples,)")
-        self.ensemble.load_state_dict(state["ensemble"])
-        self.counts.copy_(counts)
+                **self.distillation.hparams()}

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..losses import cross_entropy
 from .base import Method
 
 
@@ -19,6 +20,6 @@ class Vanilla(Method):
              model: nn.Module | None = None, inputs: Any = None) -> torch.Tensor:
         self._require_epoch("loss()")
         self._check_batch(logits, targets, indices)
-        loss = self.cross_entropy(logits, targets)
+        loss = cross_entropy(logits, targets)
         self._components = {"ce": loss.detach(), "total": loss.detach()}
         return loss

@@ -1,10 +1,10 @@
-"""The LSTSD policy's own cost per step, isolated from the network: loss + bank read/write vs plain CE.
+"""The LSTSD method's own cost per step, isolated from the network: loss + bank read/write vs plain CE.
 
 Both variants run on the same logits (batch B × C classes, a bank of N samples) and are timed in
 alternating blocks; the difference is what LSTSD adds to a training step (compare it with the
 step time of your network: ~150 ms for ResNet-20 at batch 128 on 2 CPU cores).
 
-    python benchmarks/policy_overhead.py [--samples 50000] [--classes 100] [--batch-size 128] [--device cpu]
+    python benchmarks/method_overhead.py [--samples 50000] [--classes 100] [--batch-size 128] [--device cpu]
 """
 
 from __future__ import annotations
@@ -31,17 +31,17 @@ def main() -> None:
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    policy = LSTSD(args.samples, args.classes, generation_epochs=1, validate=False, device=device)
-    policy.start_epoch(0)
-    policy.end_epoch()
-    policy.start_epoch(1)            # second mini-generation: both distillation terms active
+    method = LSTSD(args.samples, args.classes, generation_epochs=1, validate=False, device=device)
+    method.start_epoch(0)
+    method.end_epoch()
+    method.start_epoch(1)            # second mini-generation: both distillation terms active
     logits = torch.randn(args.batch_size, args.classes, device=device, requires_grad=True)
     targets = torch.randint(0, args.classes, (args.batch_size,), device=device)
     permutation = torch.randperm(args.samples, device=device)
 
     def lstsd_step(k: int) -> None:
         idx = permutation[(k * args.batch_size) % (args.samples - args.batch_size):][:args.batch_size]
-        policy.loss(logits, targets, idx).backward()
+        method.loss(logits, targets, idx).backward()
 
     def ce_step(k: int) -> None:
         F.cross_entropy(logits.float(), targets).backward()

@@ -1,0 +1,172 @@
+"""Generic tests over every registered method (Composer-style): exact resume, forward-pass counts,
+refusal of checkpoints from other settings, refusal of bad settings, state that follows the device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from lstsd.methods import available_methods, create_method
+from method_settings import BAD_SETTINGS, EPOCHS, OTHER_SETTINGS, RESUME_AT, settings_of
+from toy import C, N, STEPS, assert_same, make_data, make_model, setup_run, train, weights
+
+# Small settings so that the boundary logic runs within 5 epochs (mini-generations of 2 epochs).
+@pytest.mark.parametrize("name", available_methods())
+def test_resume_from_checkpoint_is_exact(name: str, tmp_path: Path):
+    settings = settings_of(name)
+    data = make_data()
+    ref_model, ref_opt, ref_sched, ref_method = setup_run(name, epochs=EPOCHS, **settings)
+    full = train(ref_model, ref_opt, ref_sched, ref_method, range(EPOCHS), data)        # uninterrupted
+
+    model, opt, sched, method = setup_run(name, epochs=EPOCHS, **settings)
+    first = train(model, opt, sched, method, range(RESUME_AT), data)
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": None if sched is None else sched.state_dict(), "method": method.state_dict()}, path)
+    del model, opt, sched, method
+
+    ckpt = torch.load(path, weights_only=True)
+    model, opt, sched, method = setup_run(name, seed=7, epochs=EPOCHS, **settings)   # fresh objects
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    if sched is not None:
+        sched.load_state_dict(ckpt["scheduler"])
+    method.load_state_dict(ckpt["method"])
+    rest = train(model, opt, sched, method, range(RESUME_AT, EPOCHS), data)
+
+    assert len(first) + len(rest) == len(full)
+    assert_same(torch.stack(first + rest), torch.stack(full), "losses")
+    assert_same(weights(model), weights(ref_model), "weights")
+    assert_same(method.state_dict(), ref_method.state_dict(), "method")
+    assert_same(method.loss_components(), ref_method.loss_components(), "loss_components")
+    model.eval()
+    ref_model.eval()
+    assert_same(method.eval_predictions(model, data[0]), ref_method.eval_predictions(ref_model, data[0]),
+                "eval_predictions")
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_extra_forward_passes_matches_the_forwards_run(name: str):
+    calls = [0]
+    model = make_model()
+    model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))   # teacher copies share it
+    model, opt, sched, method = setup_run(name, epochs=EPOCHS, model=model, **settings_of(name))
+    per_step: list[int] = []
+
+    def on_step(epoch, *_: Any) -> None:
+        if epoch == EPOCHS - 1:
+            per_step.append(calls[0])
+
+    train(model, opt, sched, method, range(EPOCHS), make_data(), on_step=on_step)
+    forwards = [b - a for a, b in zip(per_step, per_step[1:])]
+    assert forwards and all(f == 1 + method.extra_forward_passes for f in forwards), (name, forwards)
+    if method.extra_forward_passes:
+        assert method.needs_model_inputs
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_checkpoint_from_other_settings_is_refused(name: str):
+    settings = settings_of(name)
+    model, opt, sched, method = setup_run(name, epochs=EPOCHS, **settings)
+    train(model, opt, sched, method, range(1), make_data())
+    state = method.state_dict()
+    alternatives = [({"num_samples": N + 1}, {})]
+    if name in OTHER_SETTINGS:
+        alternatives.append(({}, {**settings, **OTHER_SETTINGS[name]}))
+    for base_kw, hp in alternatives:
+        other = create_method(name, num_samples=base_kw.get("num_samples", N), num_classes=C,
+                              **(hp or settings))
+        other.setup(make_model(), epochs=EPOCHS, steps_per_epoch=STEPS)
+        with pytest.raises(ValueError, match="other settings"):
+            other.load_state_dict(state)
+    if name == "ps_kd":                    # the run's length is a setting too
+        other = create_method(name, num_samples=N, num_classes=C)
+        other.setup(make_model(), epochs=EPOCHS + 1)
+        with pytest.raises(ValueError, match="epochs"):
+            other.load_state_dict(state)
+
+
+@pytest.mark.parametrize(("name", "bad"), BAD_SETTINGS)
+def test_invalid_hyper_parameters_are_refused(name: str, bad: dict[str, Any]):
+    key = next(iter(bad))
+    with pytest.raises(ValueError, match="direction" if key == "kl_direction" else key):
+        create_method(name, num_samples=N, num_classes=C, **bad)
+
+
+PER_SAMPLE_STATE = ["lstsd", "lstsd_wo_long", "lstsd_wo_short", "temporal_ensembling", "ps_kd"]
+
+
+@pytest.mark.parametrize("name", PER_SAMPLE_STATE)
+def test_per_sample_state_follows_the_logits_device(name: str):
+    # The "meta" device stands in for an accelerator: a method built on the CPU must move its banks
+    # and counters to wherever the logits are, by itself, and return a loss there.
+    method = create_method(name, num_samples=N, num_classes=C, validate=False, **settings_of(name))
+    method.setup(make_model(), epochs=EPOCHS, steps_per_epoch=STEPS)
+    assert len(list(method.buffers())) > 0
+    method.start_epoch(0)
+    idx = torch.arange(4, device="meta")
+    loss = method.loss(torch.randn(4, C, device="meta"), torch.zeros(4, dtype=torch.long, device="meta"), idx)
+    assert loss.device.type == "meta"
+    assert {b.device.type for b in method.buffers()} == {"meta"}
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_to_moves_every_tensor_of_the_state(name: str):
+    model, opt, sched, method = setup_run(name, epochs=EPOCHS, **settings_of(name))
+    train(model, opt, sched, method, range(EPOCHS), make_data())   # teachers and snapshots exist now
+    assert method.to("meta") is method
+    tensors = [v for v in method.state_dict().values() if isinstance(v, torch.Tensor)]
+    assert all(t.device.type == "meta" for t in tensors), name
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_method_inside_a_user_module_saves_and_checks_its_settings(name: str):
+    # A method registered as a submodule (as a LightningModule attribute would be) still refuses a
+    # checkpoint from other settings: the check runs in _load_from_state_dict, not load_state_dict.
+    holder = torch.nn.Module()
+    model, opt, sched, holder.method = setup_run(name, epochs=EPOCHS, **settings_of(name))
+    train(model, opt, sched, holder.method, range(EPOCHS), make_data())
+    saved = holder.state_dict()
+    assert "method._extra_state" in saved
+
+    again = torch.nn.Module()
+    _, _, _, again.method = setup_run(name, epochs=EPOCHS, **settings_of(name))
+    again.load_state_dict(saved)
+    assert_same(again.method.state_dict(), holder.method.state_dict(), "method")
+
+    other = torch.nn.Module()
+    other.method = create_method(name, num_samples=N + 1, num_classes=C, **settings_of(name))
+    other.method.setup(make_model(), epochs=EPOCHS, steps_per_epoch=STEPS)
+    with pytest.raises(ValueError, match="other settings"):
+        other.load_state_dict(saved)
+
+
+@pytest.mark.parametrize("name", ["lstsd_single", "snapshot_distillation", "snapshot_ensembles", "mean_teacher"])
+def test_teacher_snapshots_need_setup_before_loading(name: str):
+    model, opt, sched, method = setup_run(name, epochs=EPOCHS, **settings_of(name))
+    train(model, opt, sched, method, range(EPOCHS), make_data())
+    fresh = create_method(name, num_samples=N, num_classes=C, **settings_of(name))
+    with pytest.raises(RuntimeError, match=r"setup\(model\)"):
+        fresh.load_state_dict(method.state_dict())
+
+
+def test_a_state_dict_that_is_not_a_method_s_is_refused():
+    method = create_method("lstsd", num_samples=N, num_classes=C)
+    with pytest.raises(ValueError, match="not a method state_dict"):
+        method.load_state_dict({"long_term_bank.targets": torch.zeros(N, C)})
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_distillation_settings_are_reported_the_same_way(name: str):
+    method = create_method(name, num_samples=N, num_classes=C)
+    distillation = getattr(method, "distillation", None)
+    hparams = method.hparams()
+    if distillation is not None:
+        assert {k: hparams[k] for k in ("temperature", "kl_direction", "t2_scale")} == distillation.hparams()
+    generations = getattr(method, "generations", None)
+    if generations is not None:
+        assert generations.length in (hparams.get("generation_epochs"), hparams.get("cycle_epochs"))
