@@ -1,9 +1,12 @@
 """SoftTargetBank: storage, masks, state round trips and every validation error."""
 
+import math
+
 import pytest
 import torch
 
-from lstsd import SoftTargetBank
+from lstsd import LSTSD, SoftTargetBank
+from lstsd.bank import TopKBank, make_bank
 
 
 def probs(rows: int, classes: int, seed: int = 0) -> torch.Tensor:
@@ -124,3 +127,107 @@ def test_dtype_by_name_as_configs_give_it():
     assert LSTSD(4, 3, bank_dtype="float32").short_term_bank.targets.dtype == torch.float32
     with pytest.raises(ValueError, match="bank dtype must be one of"):
         SoftTargetBank(2, 2, dtype="float8")
+
+
+# ----------------------------------------------------------------------------- top-k format
+def test_topk_with_k_equal_to_c_reads_exactly_like_dense():
+    p = probs(6, 7, seed=3)
+    dense, topk = SoftTargetBank(6, 7), TopKBank(6, 7, k=7)
+    idx = torch.tensor([5, 0, 3, 1, 2, 4])
+    dense.write(idx, p)
+    topk.write(idx, p)
+    assert torch.equal(dense.read(idx)[0], topk.read(idx)[0])
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_topk_row_is_a_distribution_with_the_leftover_spread_uniformly(k):
+    p = probs(3, 6, seed=k)
+    bank = TopKBank(3, 6, k=k, dtype=torch.float32)
+    bank.write(torch.arange(3), p)
+    got, recorded = bank.read(torch.arange(3))
+    assert recorded.all() and (got > 0).all()
+    torch.testing.assert_close(got.sum(1), torch.ones(3))
+    for row, want in zip(got.tolist(), p.tolist()):       # independent: sort, keep k, spread the rest
+        top = sorted(range(6), key=lambda c: -want[c])[:k]
+        rest = (1 - sum(want[c] for c in top)) / (6 - k)
+        for c in range(6):
+            assert row[c] == pytest.approx(want[c] if c in top else rest, abs=1e-6)
+
+
+def test_topk_loss_against_an_independent_computation():
+    from lstsd.losses import distillation_kl
+    p = probs(4, 5, seed=9)
+    bank = TopKBank(4, 5, k=2, dtype=torch.float32)
+    bank.write(torch.arange(4), p)
+    logits = torch.randn(4, 5, generator=torch.Generator().manual_seed(1))
+    target, _ = bank.read(torch.arange(4))
+    for direction in ("teacher_student", "student_teacher"):
+        got = distillation_kl(logits, target, 2.0, direction=direction).item()
+        want = 0.0
+        for row_p, row_logits in zip(p.tolist(), logits.tolist()):
+            top = sorted(range(5), key=lambda c: -row_p[c])[:2]
+            rest = (1 - sum(row_p[c] for c in top)) / 3
+            z = [row_p[c] if c in top else rest for c in range(5)]
+            s = torch.log_softmax(torch.tensor(row_logits, dtype=torch.float64) / 2, 0).tolist()
+            q = [math.exp(v) for v in s]
+            want += (sum(zc * (math.log(zc) - sc) for zc, sc in zip(z, s)) if direction == "teacher_student"
+                     else sum(qc * (sc - math.log(zc)) for qc, sc, zc in zip(q, s, z)))
+        assert got == pytest.approx(want / 4, rel=1e-5)
+
+
+def test_topk_class_ids_are_int16_up_to_32767_classes_then_int32():
+    assert TopKBank(2, 32767, k=3).classes.dtype == torch.int16
+    assert TopKBank(2, 32768, k=3).classes.dtype == torch.int32
+    assert TopKBank(2, 1000, k=10).nbytes_per_sample() == 10 * 2 + 10 * 2 + 1
+    assert SoftTargetBank(2, 1000).nbytes_per_sample() == 1000 * 2 + 1
+
+
+def test_unrecorded_topk_rows_read_as_zeros():
+    bank = TopKBank(3, 4, k=2)
+    target, recorded = bank.read(torch.tensor([1]))
+    assert not recorded.any() and target.abs().sum() == 0
+
+
+@pytest.mark.parametrize("kwargs,word", [
+    (dict(bank_format="sparse"), "bank_format"), (dict(bank_format="topk"), "needs bank_topk"),
+    (dict(bank_topk=5), "only used with bank_format='topk'"), (dict(bank_format="topk", bank_topk=0), "bank_topk"),
+    (dict(bank_format="topk", bank_topk=11), r"\[1, num_classes=10\]"), (dict(bank_device="cuda"), "bank_device"),
+])
+def test_bad_bank_settings_are_refused(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        make_bank(4, 10, **kwargs)
+    with pytest.raises(ValueError, match=word):
+        LSTSD(4, 10, **kwargs)
+
+
+def test_topk_checkpoint_with_another_k_is_refused():
+    saved = TopKBank(4, 10, k=3).state_dict()
+    with pytest.raises(ValueError, match="top-k"):
+        TopKBank(4, 10, k=5).load_state_dict(saved)
+
+
+# ----------------------------------------------------------------------------- host-resident banks
+@pytest.mark.parametrize("fmt", [dict(bank_format="dense"), dict(bank_format="topk", bank_topk=2)])
+def test_cpu_resident_bank_stays_on_the_host_and_serves_rows_on_the_model_s_device(fmt):
+    # The "meta" device stands in for an accelerator (meta tensors have no data, so the rows are
+    # written from the CPU first): moving the method there leaves a resident bank in host memory,
+    # and reads come back on the device of the indices, i.e. of the logits.
+    method = LSTSD(6, 4, generation_epochs=1, bank_device="cpu", validate=False, **fmt)
+    method.start_epoch(0)
+    method.loss(torch.randn(6, 4), torch.zeros(6, dtype=torch.long), torch.arange(6))
+    method.end_epoch()
+    assert method.to("meta") is method and method.short_term_bank.device.type == "cpu"
+    method._follow_device(torch.device("meta"))
+    assert method.short_term_bank.device.type == "cpu" and method.long_term_bank.device.type == "cpu"
+    targets, recorded = method.short_term_bank.read(torch.arange(2), device="meta")
+    assert targets.device.type == "meta" and recorded.device.type == "meta"
+    assert LSTSD(6, 4).to("meta").short_term_bank.device.type == "meta"   # a normal bank does move
+
+
+def test_cpu_resident_bank_reads_what_was_written_on_the_cpu():
+    bank = make_bank(5, 3, bank_device="cpu", dtype="float32")
+    p = probs(2, 3)
+    bank.write(torch.tensor([4, 1]), p)
+    assert torch.equal(bank.read(torch.tensor([4, 1]))[0], p)
+    with pytest.raises(ValueError, match="host memory"):
+        SoftTargetBank(5, 3, device="meta", cpu_resident=True)

@@ -293,3 +293,15 @@ def test_gradient_of_the_full_loss_reaches_only_the_logits():
 def test_package_exports():
     assert lstsd.LSTSD is LSTSD
     assert {"vanilla", "lstsd", "lstsd_wo_long", "lstsd_wo_short"} <= set(lstsd.available_methods())
+
+
+def test_topk_bank_with_k_equal_to_c_gives_the_dense_losses():
+    epochs = 5
+    table = logit_table(epochs, seed=11)
+    y = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(11))
+    dense = run_losses(LSTSD(N, C, generation_epochs=2), table, y, epochs)
+    topk_all = run_losses(LSTSD(N, C, generation_epochs=2, bank_format="topk", bank_topk=C), table, y, epochs)
+    topk_2 = run_losses(LSTSD(N, C, generation_epochs=2, bank_format="topk", bank_topk=2), table, y, epochs)
+    assert topk_all == dense
+    first = len(batches(0)) * 2                      # first mini-generation: CE only, the same
+    assert topk_2[:first] == dense[:first] and topk_2[first:] != dense[first:]

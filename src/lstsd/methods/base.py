@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .._checks import check_indices, check_logits, check_sizes, check_targets
+from ..distributed import RowExchange
 
 class Method(nn.Module, abc.ABC):
     """Base class of a one-generation teacher–student method (vanilla, LSTSD, the paper's baselines).
@@ -59,6 +60,9 @@ class Method(nn.Module, abc.ABC):
         self.num_samples = num_samples
         self.num_classes = num_classes
         self.validate = validate
+        # Under torch.distributed, per-sample rows to write are exchanged so that banks stay identical
+        # on every rank; set ``method.row_exchange = RowExchange(group)`` for another process group.
+        self.row_exchange = RowExchange()
         self.epoch: int | None = None   # the epoch in progress, None between epochs
         self.next_epoch = 0             # the epoch start_epoch expects next
         self._components: dict[str, torch.Tensor] = {}

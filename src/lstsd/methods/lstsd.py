@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..bank import SoftTargetBank, resolve_bank_dtype
+from ..bank import Bank, check_bank_settings, make_bank, resolve_bank_dtype
 from ..losses import KLDirection, cross_entropy, distillation_kl
 from .base import Method
 from .settings import Distillation, MiniGenerations, check_weight
@@ -126,10 +126,20 @@ class LSTSD(LongShortSettings, Method):
             (the paper's literal notation). See :func:`lstsd.losses.distillation_kl`.
         t2_scale: multiply the distillation terms by T².
         bank_dtype: storage dtype of the soft-target banks (fp16 default; fp32/bf16 accepted).
+        bank_format: ``"dense"`` (``N × C``, the default) or ``"topk"``: the ``bank_topk`` largest
+            probabilities per sample and their class ids, the rest of the mass spread uniformly
+            (:class:`lstsd.bank.TopKBank`), for class counts where dense banks do not fit.
+        bank_topk: k of the top-k format.
+        bank_device: ``None`` (banks beside the model) or ``"cpu"`` (pinned host memory, the
+            batch's rows copied to the model's device), for banks larger than the accelerator's memory.
         device: initial device of the banks; they follow the logits' device on the first
-            :meth:`loss` call, so they always live beside the model.
+            :meth:`loss` call, so they always live beside the model (unless ``bank_device="cpu"``).
         validate: check every batch (shapes, dtypes, index range, repeats). One sync per step on
             CUDA; turn off when the indices come from a trusted loader.
+
+    Under ``torch.distributed`` (a process group initialised, e.g. by ``torchrun``) every rank keeps
+    the whole banks, identical on all ranks: each step's targets are exchanged in one collective
+    (:mod:`lstsd.distributed`). Nothing changes in the loop; give each rank a ``DistributedSampler``.
 
     Samples without a recorded target (a row never written, e.g. under ``drop_last``) get no
     distillation term. Each sample should be seen once per epoch (a shuffled pass, as in the
@@ -159,16 +169,21 @@ class LSTSD(LongShortSettings, Method):
     def __init__(self, num_samples: int, num_classes: int, generation_epochs: int = 6,
                  lambda_long: float = 2.4, lambda_short: float = 4.0, temperature: float = 2.0,
                  kl_direction: KLDirection = "teacher_student", t2_scale: bool = False,
-                 bank_dtype: torch.dtype | str = torch.float16, device: torch.device | str | None = None,
-                 validate: bool = True) -> None:
+                 bank_dtype: torch.dtype | str = torch.float16, bank_format: str = "dense",
+                 bank_topk: int | None = None, bank_device: str | None = None,
+                 device: torch.device | str | None = None, validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
         self._set_long_short(generation_epochs, lambda_long, lambda_short, temperature, kl_direction, t2_scale)
         self.bank_dtype = resolve_bank_dtype(bank_dtype)
+        check_bank_settings(bank_format, bank_topk, bank_device)
+        self.bank_format, self.bank_topk = bank_format, bank_topk
+
+        def bank() -> Bank:
+            return make_bank(num_samples, num_classes, bank_format=bank_format, bank_topk=bank_topk,
+                             dtype=self.bank_dtype, bank_device=bank_device, device=device, validate=False)
         # z^L and z^S. A bank whose weight is 0 (the Table 3 ablations) is never read: not allocated.
-        self.long_term_bank = (SoftTargetBank(num_samples, num_classes, bank_dtype, device, validate=False)
-                               if self.lambda_long > 0 else None)
-        self.short_term_bank = (SoftTargetBank(num_samples, num_classes, bank_dtype, device, validate=False)
-                                if self.lambda_short > 0 else None)
+        self.long_term_bank = bank() if self.lambda_long > 0 else None
+        self.short_term_bank = bank() if self.lambda_short > 0 else None
 
     # ------------------------------------------------------------ Algorithm 1
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, *,
@@ -194,16 +209,20 @@ class LSTSD(LongShortSettings, Method):
 
         # Lines 14-17: this snapshot's softened prediction becomes the sample's next teacher.
         snapshot = self.distillation.soften(logits)
-        if self.short_term_bank is not None:
-            self.short_term_bank.write(indices, snapshot)
-        if self.long_term_bank is not None and self.generations.is_last_epoch(epoch):
-            self.long_term_bank.write(indices, snapshot)
+        banks = [bank for bank, writes in ((self.short_term_bank, True),                        # line 14
+                                           (self.long_term_bank, self.generations.is_last_epoch(epoch)))  # 15-16
+                 if bank is not None and writes]
+        if banks:   # every rank's rows, once each, under torch.distributed; this batch's otherwise
+            written, rows = self.row_exchange(indices, *banks[0].encode(snapshot))
+            for bank in banks:
+                bank.store(written, *rows)
         return loss
 
     @staticmethod
-    def _read(bank: SoftTargetBank | None, indices: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _read(bank: Bank | None, indices: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         return (None, None) if bank is None else bank.read(indices)
 
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), **self._long_short_hparams(),
-                "bank_dtype": str(self.bank_dtype).removeprefix("torch.")}
+                "bank_dtype": str(self.bank_dtype).removeprefix("torch."), "bank_format": self.bank_format,
+                "bank_topk": self.bank_topk}

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..bank import SoftTargetBank, resolve_bank_dtype
+from ..bank import check_bank_settings, make_bank, resolve_bank_dtype
 from ..losses import soft_cross_entropy
 from .base import Method
 from .settings import check_fraction, check_int
@@ -54,6 +54,7 @@ class PSKD(Method):
         num_classes: number of classes C.
         alpha_T: α_T, the mixing weight reached in the last epoch (Kim et al.: 0.8).
         bank_dtype: storage dtype of the recorded predictions (fp16 default; fp32/bf16 accepted).
+        bank_format, bank_topk, bank_device: the bank's format and place, as for :class:`lstsd.LSTSD`.
         device: initial device of the bank (it follows the logits' device).
         validate: check every batch.
 
@@ -73,12 +74,16 @@ class PSKD(Method):
     name = "ps_kd"
 
     def __init__(self, num_samples: int, num_classes: int, alpha_T: float = 0.8,  # noqa: N803 (paper's name)
-                 bank_dtype: torch.dtype | str = torch.float16, device: torch.device | str | None = None,
-                 validate: bool = True) -> None:
+                 bank_dtype: torch.dtype | str = torch.float16, bank_format: str = "dense",
+                 bank_topk: int | None = None, bank_device: str | None = None,
+                 device: torch.device | str | None = None, validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
         self.alpha_T = check_fraction("alpha_T", alpha_T)
         self.bank_dtype = resolve_bank_dtype(bank_dtype)
-        self.predictions = SoftTargetBank(num_samples, num_classes, bank_dtype, device, validate=False)
+        check_bank_settings(bank_format, bank_topk, bank_device)
+        self.bank_format, self.bank_topk = bank_format, bank_topk
+        self.predictions = make_bank(num_samples, num_classes, bank_format=bank_format, bank_topk=bank_topk,
+                                     dtype=self.bank_dtype, bank_device=bank_device, device=device, validate=False)
         self.epochs: int | None = None
 
     def setup(self, model: nn.Module, *, epochs: int | None = None, steps_per_epoch: int | None = None) -> None:
@@ -118,10 +123,13 @@ class PSKD(Method):
             log_p = F.log_softmax(logits.detach().float(), dim=1)
             ce = -log_p.gather(1, targets.long()[:, None]).mean()
             kd = -(previous * log_p).sum() / logits.shape[0]   # unrecorded rows of the bank are zeros
-            self.predictions.write(indices, log_p.exp())
+            # every rank's predictions, once each, under torch.distributed (this batch's otherwise)
+            written, rows = self.row_exchange(indices, *self.predictions.encode(log_p.exp()))
+            self.predictions.store(written, *rows)
         self._components = {"ce": ce, "kd": kd, "total": loss.detach()}
         return loss
 
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), "alpha_T": self.alpha_T, "epochs": self.epochs,
-                "bank_dtype": str(self.bank_dtype).removeprefix("torch.")}
+                "bank_dtype": str(self.bank_dtype).removeprefix("torch."), "bank_format": self.bank_format,
+                "bank_topk": self.bank_topk}

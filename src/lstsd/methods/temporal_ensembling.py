@@ -127,10 +127,11 @@ class TemporalEnsembling(Method):
         kd = self.distillation.kl(logits, target, mask)
         loss = ce + weight * kd if weight > 0 else ce
 
-        z = self.distillation.soften(logits)
-        old, _ = self.ensemble.read(indices)
-        self.ensemble.write(indices, torch.lerp(z, old, self.ensemble_momentum))   # αZ + (1 − α)z
-        self.counts[indices] += 1
+        # Every rank's predictions, once each, under torch.distributed (this batch's otherwise).
+        written, (z,) = self.row_exchange(indices, self.distillation.soften(logits))
+        old, _ = self.ensemble.read(written)
+        self.ensemble.write(written, torch.lerp(z, old, self.ensemble_momentum))   # αZ + (1 − α)z
+        self.counts[written] += 1
 
         self._components = {"ce": ce.detach(), "kd": kd.detach(), "total": loss.detach()}
         return loss
