@@ -170,3 +170,32 @@ def test_distillation_settings_are_reported_the_same_way(name: str):
     generations = getattr(method, "generations", None)
     if generations is not None:
         assert generations.length in (hparams.get("generation_epochs"), hparams.get("cycle_epochs"))
+
+
+@pytest.mark.parametrize("validate", [True, False])
+@pytest.mark.parametrize("name", PER_SAMPLE_STATE)
+def test_non_finite_logits_never_reach_a_bank(name: str, validate: bool):
+    method = create_method(name, num_samples=N, num_classes=C, validate=validate, **settings_of(name))
+    method.setup(make_model(), epochs=EPOCHS, steps_per_epoch=STEPS)
+    method.start_epoch(0)
+    y = torch.zeros(4, dtype=torch.long)
+    method.loss(torch.randn(4, C), y, torch.arange(4))            # rows 0-3 recorded
+    before = {k: v.clone() for k, v in method.state_dict().items() if isinstance(v, torch.Tensor)}
+    poisoned = torch.randn(4, C)
+    poisoned[1, 2] = float("nan")
+    poisoned[3, 0] = float("inf")
+    if validate:
+        with pytest.raises(ValueError, match="NaN or infinite.*nothing was recorded"):
+            method.loss(poisoned, y, torch.tensor([0, 1, 5, 6]))
+    else:                                                           # the trusted path guards on the device
+        method.loss(poisoned, y, torch.tensor([0, 1, 5, 6]))
+    after = method.state_dict()
+    for key, old in before.items():
+        assert torch.isfinite(after[key].float()).all(), f"{key} holds a non-finite value"
+        if "counts" in key or "recorded" in key:
+            continue
+        rows = after[key][[1, 6]] if after[key].dim() else after[key]
+        assert torch.equal(rows, old[[1, 6]]), f"{key}: a non-finite row was written"
+    if not validate:   # the finite rows of the batch were written (in banks written this epoch)
+        recorded = [v for k, v in after.items() if k.endswith("recorded") and bool(v[0])]
+        assert all(bool(r[5]) and not bool(r[6]) for r in recorded)

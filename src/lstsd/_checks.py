@@ -19,15 +19,8 @@ def check_sizes(num_samples: object, num_classes: object) -> None:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
 
 
-def check_indices(indices: object, num_samples: int, *, batch_size: int | None = None,
-                  allow_repeats: bool = False, name: str = "indices") -> torch.Tensor:
-    """Check that ``indices`` can address rows of an ``num_samples``-row bank; return it as int64.
-
-    Raises:
-        ValueError: ``indices`` is not a 1-D integer tensor, its length differs from
-            ``batch_size``, a value is outside ``[0, num_samples)``, or (unless ``allow_repeats``)
-            an index appears twice.
-    """
+def _indices_form(indices: object, *, batch_size: int | None, name: str) -> torch.Tensor:
+    """The checks of ``indices`` that need no values: type, dtype, shape, length."""
     if not isinstance(indices, torch.Tensor):
         raise ValueError(
             f"{name} must be a 1-D integer torch.Tensor of sample indices, got {type(indices).__name__}; "
@@ -43,13 +36,17 @@ def check_indices(indices: object, num_samples: int, *, batch_size: int | None =
         raise ValueError(
             f"{name} has {indices.numel()} entries but the batch has {batch_size} samples; "
             "pass one index per row of the logits")
-    if indices.numel() == 0:
-        return indices.long()
-    lo, hi = indices.min(), indices.max()
+    return indices
+
+
+def _indices_stats(indices: torch.Tensor, allow_repeats: bool) -> list[torch.Tensor]:
     repeated = (torch.unique(indices).numel() != indices.numel()) if not allow_repeats else False
-    lo_v, hi_v = torch.stack([lo.long(), hi.long()]).tolist()  # one sync for both bounds
-    if lo_v < 0 or hi_v >= num_samples:
-        bad = lo_v if lo_v < 0 else hi_v
+    return [indices.min().long(), indices.max().long(), torch.as_tensor(repeated, device=indices.device).long()]
+
+
+def _indices_values(lo: int, hi: int, repeated: int, num_samples: int, name: str) -> None:
+    if lo < 0 or hi >= num_samples:
+        bad = lo if lo < 0 else hi
         raise ValueError(
             f"{name} contains {bad}, outside [0, {num_samples}); the method was built with "
             f"num_samples={num_samples}: pass len(train_set) and index samples from 0")
@@ -57,6 +54,21 @@ def check_indices(indices: object, num_samples: int, *, batch_size: int | None =
         raise ValueError(
             f"{name} repeats a sample within one batch; each sample may be written once per batch "
             "(use a sampler without replacement, or de-duplicate the batch)")
+
+
+def check_indices(indices: object, num_samples: int, *, batch_size: int | None = None,
+                  allow_repeats: bool = False, name: str = "indices") -> torch.Tensor:
+    """Check that ``indices`` can address rows of an ``num_samples``-row bank; return it as int64.
+
+    Raises:
+        ValueError: ``indices`` is not a 1-D integer tensor, its length differs from
+            ``batch_size``, a value is outside ``[0, num_samples)``, or (unless ``allow_repeats``)
+            an index appears twice.
+    """
+    indices = _indices_form(indices, batch_size=batch_size, name=name)
+    if indices.numel() == 0:
+        return indices.long()
+    _indices_values(*torch.stack(_indices_stats(indices, allow_repeats)).tolist(), num_samples, name)  # one sync
     return indices.long()
 
 
@@ -104,15 +116,52 @@ def check_logits(logits: object, *, name: str = "logits", num_classes: int | Non
     return logits
 
 
-def check_targets(targets: object, batch_size: int, num_classes: int) -> torch.Tensor:
-    """Check that ``targets`` holds one class index in ``[0, num_classes)`` per sample."""
+def _targets_form(targets: object, batch_size: int) -> torch.Tensor:
     if not isinstance(targets, torch.Tensor) or targets.dtype not in _INTEGER_DTYPES:
         raise ValueError(f"targets must be an integer tensor of class indices, got "
                          f"{getattr(targets, 'dtype', type(targets).__name__)}")
     if tuple(targets.shape) != (batch_size,):
         raise ValueError(f"targets must have shape ({batch_size},) to match the logits, got {tuple(targets.shape)}")
-    if batch_size:
-        lo, hi = torch.stack([targets.min().long(), targets.max().long()]).tolist()
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(f"targets contain class {lo if lo < 0 else hi}, outside [0, {num_classes})")
     return targets
+
+
+def _targets_values(lo: int, hi: int, num_classes: int) -> None:
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"targets contain class {lo if lo < 0 else hi}, outside [0, {num_classes})")
+
+
+def check_targets(targets: object, batch_size: int, num_classes: int) -> torch.Tensor:
+    """Check that ``targets`` holds one class index in ``[0, num_classes)`` per sample."""
+    targets = _targets_form(targets, batch_size)
+    if batch_size:
+        _targets_values(*torch.stack([targets.min().long(), targets.max().long()]).tolist(), num_classes)
+    return targets
+
+
+def check_batch(logits: object, targets: object, indices: object | None, *, num_samples: int,
+                num_classes: int) -> torch.Tensor | None:
+    """Check a training batch in one host synchronisation: logits ``B × C`` and finite, targets in
+    ``[0, C)``, indices (if given) unique in ``[0, N)``. Returns the indices as int64.
+
+    Non-finite logits are refused before anything is recorded: a NaN written into a bank would
+    poison that sample's targets for the epochs to come.
+    """
+    logits = check_logits(logits, num_classes=num_classes)
+    batch = logits.shape[0]
+    targets = _targets_form(targets, batch)
+    if indices is not None:
+        indices = _indices_form(indices, batch_size=batch, name="indices")
+    if batch == 0:
+        return None if indices is None else indices.long()
+    stats = [torch.isfinite(logits).all().long(), targets.min().long(), targets.max().long()]
+    if indices is not None:
+        stats += _indices_stats(indices, allow_repeats=False)
+    finite, t_lo, t_hi, *index_stats = torch.stack([s.to(logits.device) for s in stats]).tolist()  # one sync
+    _targets_values(t_lo, t_hi, num_classes)
+    if indices is not None:
+        _indices_values(*index_stats, num_samples, "indices")
+    if not finite:
+        raise ValueError("logits contain NaN or infinite values (nothing was recorded for this batch): the "
+                         "model diverged or its inputs are not finite; lower the learning rate, use fp32, "
+                         "or check the data")
+    return None if indices is None else indices.long()

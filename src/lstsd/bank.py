@@ -105,12 +105,23 @@ class Bank(nn.Module):
         self.store(indices, *self.encode(probs.detach()))
 
     def store(self, indices: torch.Tensor, *rows: torch.Tensor) -> None:
-        """Write rows already in storage form (from :meth:`encode`); indices must be unique."""
+        """Write rows already in storage form (from :meth:`encode`); indices must be unique.
+
+        A row holding NaN or inf is not written (the sample keeps its previous target and
+        "recorded" flag): nothing non-finite ever reaches a bank. This guard runs on the device,
+        without a host synchronisation; the methods' ``validate`` raises on such logits instead.
+        """
         idx = indices.to(self.device)
-        for name, row in zip(self.row_buffers, rows):
-            buffer = getattr(self, name)
-            buffer[idx] = row.to(device=buffer.device, dtype=buffer.dtype)
-        self.recorded[idx] = True
+        buffers = [getattr(self, name) for name in self.row_buffers]
+        rows = tuple(row.to(device=b.device, dtype=b.dtype) for row, b in zip(rows, buffers))
+        finite = torch.ones(idx.numel(), dtype=torch.bool, device=self.device)
+        for row in rows:
+            if row.is_floating_point():
+                finite &= torch.isfinite(row).reshape(row.shape[0], -1).all(dim=1)
+        for buffer, row in zip(buffers, rows):
+            keep = finite.view(-1, *([1] * (row.dim() - 1)))
+            buffer[idx] = torch.where(keep, row, buffer[idx])
+        self.recorded[idx] = self.recorded[idx] | finite
 
     def read(self, indices: torch.Tensor,
              device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:

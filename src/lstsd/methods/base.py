@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .._checks import check_indices, check_logits, check_sizes, check_targets
+from .._checks import check_batch, check_sizes
 from ..distributed import RowExchange
 
 class Method(nn.Module, abc.ABC):
@@ -186,13 +186,10 @@ class Method(nn.Module, abc.ABC):
 
     def _check_batch(self, logits: torch.Tensor, targets: torch.Tensor,
                      indices: torch.Tensor | None) -> torch.Tensor | None:
-        """Validate a batch (when ``self.validate``), bring the method's state to the logits' device,
-        and return the indices as int64 on that device."""
-        if self.validate:
-            check_logits(logits, num_classes=self.num_classes)
-            check_targets(targets, logits.shape[0], self.num_classes)
-            if indices is not None:
-                indices = check_indices(indices, self.num_samples, batch_size=logits.shape[0])
+        """Validate a batch (when ``self.validate``: shapes, ranges, repeats, finite logits), bring the
+        method's state to the logits' device, and return the indices as int64 on that device."""
+        if self.validate:   # one host synchronisation for every check
+            indices = check_batch(logits, targets, indices, num_samples=self.num_samples, num_classes=self.num_classes)
         self._follow_device(logits.device)
         return None if indices is None else indices.to(device=logits.device, dtype=torch.long)
 

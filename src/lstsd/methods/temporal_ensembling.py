@@ -131,7 +131,7 @@ class TemporalEnsembling(Method):
         written, (z,) = self.row_exchange(indices, self.distillation.soften(logits))
         old, _ = self.ensemble.read(written)
         self.ensemble.write(written, torch.lerp(z, old, self.ensemble_momentum))   # αZ + (1 − α)z
-        self.counts[written] += 1
+        self.counts[written] += torch.isfinite(z).all(dim=1)   # a non-finite row is not written (Bank.store)
 
         self._components = {"ce": ce.detach(), "kd": kd.detach(), "total": loss.detach()}
         return loss
