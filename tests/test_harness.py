@@ -1,7 +1,8 @@
-"""The harness: configs, the trainer (exact resume), the CLI end to end, the paper configs."""
+"""The harness: configs, the trainer (exact resume), the CLI end to end, the paper configs, the registry."""
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import torch
 import yaml
 
 from fakedata import cifar_members, write_cifar_tarball
-from lstsd.harness import cli
-from lstsd.harness.config import TrainConfig, load_config
+from lstsd.harness import cli, registry
+from lstsd.harness.config import RESUMABLE_CHANGES, TrainConfig, config_differences, load_config
 from lstsd.harness.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +59,20 @@ class TestConfig:
         bad.write_text("- just\n- a list\n")
         with pytest.raises(ValueError, match="must be a mapping"):
             load_config(bad)
+
+
+    def test_run_path(self):
+        assert TrainConfig(name="a", out_dir="o").run_path() == Path("o") / "a"
+        assert TrainConfig(name="a", out_dir="o", run_dir="r/x").run_path() == Path("r/x")
+
+    def test_config_differences_ignore_resumable_settings(self):
+        saved = TrainConfig().to_dict()
+        resumable = {"device": "cpu", "progress": "none", "out_dir": "elsewhere", "run_dir": "r", "name": "other",
+                     "eval_batch_size": 7, "eval_every": 3, "data_dir": "/d", "download": True}
+        assert set(resumable) == RESUMABLE_CHANGES
+        assert config_differences(saved, TrainConfig(**resumable).to_dict()) == []
+        assert config_differences(saved, TrainConfig(lr=0.2, epochs=3, device="cpu").to_dict()) == ["epochs", "lr"]
+        assert config_differences(saved, {**saved, "new_key": 1}) == ["new_key"]
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -115,9 +130,8 @@ def test_interrupted_run_resumes_bit_identical(tmp_path, monkeypatch, augment):
     assert a["epoch"] == b["epoch"] == 4
     for key, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][key]), key
-    for bank in ("long_term_bank", "short_term_bank"):
-        assert torch.equal(a["method"][bank]["targets"], b["method"][bank]["targets"])
-        assert torch.equal(a["method"][bank]["recorded"], b["method"][bank]["recorded"])
+    for key in (f"{bank}.{part}" for bank in ("long_term_bank", "short_term_bank") for part in ("targets", "recorded")):
+        assert torch.equal(a["method"][key], b["method"][key]), key
     strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
     assert strip(a["history"]) == strip(b["history"])
 
@@ -253,10 +267,144 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
         assert list(items) == [1, 2]
 
 
-def test_cli_list(capsys):
+def _listed(out: str, what: str) -> list[str]:
+    line = next(line for line in out.splitlines() if line.startswith(f"{what}: "))
+    return line.removeprefix(f"{what}: ").split(", ")
+
+
+def test_cli_list_names_everything_registered(capsys):
+    from lstsd.methods import available_methods
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "lstsd" in out and "resnet20" in out and "fashion_mnist" in out and "quick" in out
+    assert _listed(out, "methods") == available_methods()
+    assert _listed(out, "models") == registry.available_models()
+    assert _listed(out, "datasets") == registry.available_datasets()
+    assert _listed(out, "presets") == cli.preset_names()
+    assert {"fashion_mnist", "digits", "cifar100", "vader_movies", "vader_nyt", "glue_cola"} <= set(
+        _listed(out, "datasets"))
+    assert {"resnet20", "densenet100", "text_cnn", "bert", "minilm"} <= set(_listed(out, "models"))
+    assert "quick" in _listed(out, "presets") and "lstsd" in _listed(out, "methods")
+
+
+# ----------------------------------------------------------------------------- registry
+def test_registry_knows_every_loader_name_and_kind():
+    from lstsd.harness.data import available_datasets as image_datasets
+    from lstsd.harness.text import available_text_datasets
+    assert registry.available_datasets("image") == image_datasets()
+    assert registry.available_datasets("text") == available_text_datasets()
+    assert registry.available_datasets() == image_datasets() + available_text_datasets()
+    assert all(registry.is_text_dataset(n) for n in available_text_datasets())
+    assert not any(registry.is_text_dataset(n) for n in image_datasets() + ["no_such_set"])
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'; available: .*vader_nyt"):
+        registry.dataset_entry("imagenet")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        registry.register_dataset("x", lambda **kw: None, kind="audio")
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_dataset("digits", lambda **kw: None, kind="image")
+
+
+def test_model_kinds_resolve_aliases():
+    from lstsd.harness.models import available_models as vision_models
+    from lstsd.harness.text.models import _ALIASES
+    assert all(registry.model_kind(n) == "vision" for n in vision_models())
+    assert registry.model_kind("ResNet20") == "vision"
+    for alias, name in _ALIASES.items():
+        assert registry.model_kind(alias) == registry.model_kind(name)
+    assert [registry.model_kind(n) for n in ("text_cnn", "cnn", "kim_cnn", "Text-CNN", "bert", "minilm")] == \
+        ["text_cnn"] * 4 + ["transformer"] * 2
+    assert registry.available_models("text_cnn") == ["text_cnn"]
+    assert registry.available_models("vision") == vision_models()
+    with pytest.raises(ValueError, match="unknown model 'gpt'; available: .*resnet20.*text_cnn"):
+        registry.model_kind("gpt")
+
+
+def test_a_registered_dataset_is_listed_and_built(monkeypatch, capsys, tmp_path):
+    """The registry is the single source of names: a new entry reaches ``lstsd list`` and the trainer."""
+    from lstsd.harness.data import load_dataset
+    from lstsd.harness.tasks import build_task
+    monkeypatch.setattr(registry, "_DATASETS", dict(registry._DATASETS))   # undone after the test
+    calls = []
+
+    @registry.register_dataset("digits_copy", kind="image")
+    def digits_copy(**settings):
+        calls.append(settings)
+        return load_dataset("digits", **settings)
+
+    assert cli.main(["list"]) == 0
+    assert _listed(capsys.readouterr().out, "datasets")[-1] == "digits_copy"
+    cfg = tiny(tmp_path, dataset="digits_copy", train_subset=50, val_fraction=0.2, data_args={"test_fraction": 0.5})
+    task = build_task(cfg)
+    assert calls == [{"data_dir": None, "train_subset": 50, "val_fraction": 0.2, "seed": 0, "download": False,
+                      "test_fraction": 0.5}]
+    assert (len(task.data.train), len(task.data.val), len(task.data.test)) == (40, 10, 898)
+    assert task.metrics == ("accuracy",) and task.model(task.data.test.features[:2]).shape == (2, 10)
+    with pytest.raises(ValueError, match="unknown dataset 'digits_kopy'; available: .*digits_copy"):
+        build_task(tiny(tmp_path, dataset="digits_kopy"))
+
+
+def _import_graph(package_dir: Path) -> dict[str, set[str]]:
+    """Module -> the modules of the package it imports, from the source (imports inside functions included).
+
+    ``from pkg import name`` counts as importing the submodule ``pkg.name`` when there is one, else
+    ``pkg``; an import of a module's own ancestor package is left out (it is imported first anyway).
+    """
+    root = package_dir.parent
+    files = {}
+    for path in package_dir.rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        is_package = parts[-1] == "__init__"
+        files[".".join(parts[:-1] if is_package else parts)] = (path, is_package)
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, (path, is_package) in files.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    here = name.split(".") if is_package else name.split(".")[:-1]
+                    base = ".".join(here[:len(here) - node.level + 1] + ([node.module] if node.module else []))
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
+            else:
+                continue
+            for target in targets:
+                while target and target not in files:
+                    target = target.rpartition(".")[0]
+                if target and target != name and not name.startswith(target + "."):
+                    graph[name].add(target)
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (as a path that ends where it starts), or ``None``."""
+    state: dict[str, int] = {}   # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return None
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_cycles_in_the_package():
+    import lstsd
+    graph = _import_graph(Path(lstsd.__file__).parent)
+    assert "lstsd.harness.task" in graph["lstsd.harness.tasks"] | graph["lstsd.harness.text.task"]
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+    # the check sees cycles, lazy ones included: the one this package once had
+    graph["lstsd.harness.text.task"].add("lstsd.harness.tasks")
+    assert _cycle(graph) == ["lstsd.harness.tasks", "lstsd.harness.text.task", "lstsd.harness.tasks"]
 
 
 def _record(method, model, dataset, seed, acc, extra=None):
@@ -267,8 +415,8 @@ def _record(method, model, dataset, seed, acc, extra=None):
 
 
 def test_table_layouts():
-    from lstsd.harness.report import results_table
-    # Table 1: rows = methods, columns = networks; extra predictors get their own rows
+    from lstsd.harness.report import choose_layout, results_table
+    # methods_by_network (paper Table 1): rows = methods, columns = networks; extra predictors get their own rows
     t1 = results_table([_record("vanilla", "resnet20", "cifar100", s, 66 + s) for s in (0, 1)]
                        + [_record("mean_teacher", "resnet20", "cifar100", s, 68, {"test_accuracy_teacher": 69})
                           for s in (0, 1)])
@@ -277,12 +425,25 @@ def test_table_layouts():
     # when seeds differ between cells, n is shown
     assert "(n=1)" in results_table([_record("vanilla", "r", "d", 0, 1.0), _record("vanilla", "r", "d", 1, 2.0),
                                      _record("lstsd", "r", "d", 0, 3.0)])
-    # Table 2: rows = network × method, columns = data sets
-    t2 = results_table([_record(m, "text_cnn", d, 0, a) for m, d, a in
-                        (("vanilla", "glue_rte", 53.0), ("lstsd", "glue_rte", 57.0), ("lstsd", "glue_sst2", 72.0))])
+    # network_methods_by_dataset (paper Table 2): rows = network × method, columns = data sets
+    text_runs = [_record(m, "text_cnn", d, 0, a) for m, d, a in
+                 (("vanilla", "glue_rte", 53.0), ("lstsd", "glue_rte", 57.0), ("lstsd", "glue_sst2", 72.0))]
+    assert choose_layout(text_runs) == "network_methods_by_dataset"
+    t2 = results_table(text_runs)
     assert "| Network | Method | glue_rte | glue_sst2 |" in t2
     assert "| text_cnn | lstsd | 57.00 ± 0.00 | 72.00 ± 0.00 |" in t2 and "| text_cnn | vanilla | 53.00 ± 0.00 | — |" in t2
-    # Table 3: differences to LSTSD in parentheses
+    # one text data set is shown by data set too (registry kind); one image data set by network
+    assert choose_layout(text_runs[:2]) == "network_methods_by_dataset"
+    assert choose_layout([_record("vanilla", "resnet20", "vader_nyt", 0, 1.0)]) == "network_methods_by_dataset"
+    assert choose_layout([_record("vanilla", "resnet20", "cifar100", 0, 1.0)]) == "methods_by_network"
+    # the layout can be asked for by name
+    forced = results_table([_record("vanilla", "resnet20", "cifar100", 0, 66.0)], layout="network_methods_by_dataset")
+    assert "| Network | Method | cifar100 |" in forced and "| resnet20 | vanilla | 66.00 ± 0.00 |" in forced
+    with pytest.raises(ValueError, match="methods_by_network shows one data set"):
+        results_table(text_runs, layout="methods_by_network")
+    with pytest.raises(ValueError, match="unknown table layout 'table9'"):
+        results_table(text_runs, layout="table9")
+    # variants_vs_lstsd (paper Table 3): differences to LSTSD in parentheses
     t3 = results_table([_record("lstsd", "resnet20", "cifar100", 0, 69.42),
                         _record("lstsd_wo_long", "resnet20", "cifar100", 0, 69.09)])
     assert "| lstsd_wo_long | 69.09 ± 0.00 (-0.33) |" in t3 and "difference to LSTSD" in t3

@@ -215,7 +215,7 @@ def test_glue_errors_are_clear(tmp_path):
 # --------------------------------------------------------------------------- CNN tokenisation
 
 
-def test_vocab_policy_train_only_unk_pad_mask():
+def test_vocab_rules_train_only_unk_pad_mask():
     assert word_tokenize("It's GREAT, isn't it?") == ["it's", "great", ",", "isn't", "it", "?"]
     ts = TextSplits("toy", ["the film was great", "the plot was dull dull"], torch.tensor([1, 0]),
                     ["a great unseen film"], torch.tensor([1]), num_classes=2)
@@ -404,7 +404,8 @@ def test_real_minilm_loads_and_runs(tmp_path):
 
 
 def test_text_package_does_not_import_transformers():
-    code = ("import sys, lstsd, lstsd.harness, lstsd.harness.text, lstsd.harness.metrics; "
+    code = ("import sys, lstsd, lstsd.harness, lstsd.harness.text, lstsd.harness.metrics, lstsd.harness.registry, "
+            "lstsd.harness.tasks, lstsd.harness.cli; "
             "assert 'transformers' not in sys.modules, 'transformers imported eagerly'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
@@ -433,6 +434,16 @@ def test_metrics_against_sklearn():
     assert out["accuracy"] == pytest.approx(75.0)
     assert out["f1"] == pytest.approx(100 * sk.f1_score(labels.numpy(), logits.argmax(1).numpy()))
     assert out["matthews"] == pytest.approx(100 * sk.matthews_corrcoef(labels.numpy(), logits.argmax(1).numpy()))
+    # F1 of one class among several (the others count as negative), and the confusion matrix
+    y = torch.randint(0, 3, (100,), generator=gen)
+    p = torch.randint(0, 3, (100,), generator=gen)
+    tp, fp, fn = int(((p == 2) & (y == 2)).sum()), int(((p == 2) & (y != 2)).sum()), int(((p != 2) & (y == 2)).sum())
+    assert metrics.f1_binary(p, y, positive=2) == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    cm = metrics.confusion_matrix(p, y, num_classes=4)
+    assert cm.dtype == torch.int64 and cm[:3, :3].tolist() == sk.confusion_matrix(y.numpy(), p.numpy()).tolist()
+    assert cm[3].sum() == cm[:, 3].sum() == 0
+    with pytest.raises(ValueError, match="num_classes=2 but a class index 2 occurs"):
+        metrics.confusion_matrix(p, y, num_classes=2)
     with pytest.raises(ValueError, match="unknown metric"):
         metrics.compute_metrics(["bleu"], logits, labels)
     with pytest.raises(ValueError, match="differ in length"):

@@ -13,7 +13,9 @@ import yaml
 from fakedata import write_glue, write_vader
 from lstsd.harness import cli
 from lstsd.harness.config import TrainConfig, load_config
-from lstsd.harness.tasks import Task
+from lstsd.harness.task import Task
+from lstsd.harness.tasks import build_task
+from lstsd.harness.text import TextCNN, encode_for_cnn, load_text_splits
 from lstsd.harness.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,13 +44,36 @@ def test_text_cnn_lstsd_end_to_end(tmp_path):
 
 def test_same_test_split_for_every_run_seed(tmp_path):
     write_vader(tmp_path / "vader")
-    from lstsd.harness.tasks import build_task
     tests = []
     for seed in (0, 1):
         cfg = TrainConfig(dataset="vader_movies", data_dir=str(tmp_path / "vader"), model="text_cnn",
                           model_args={"embed_dim": 8, "num_filters": 4}, seed=seed, augment=False)
         tests.append(build_task(cfg).data.test.labels)
     assert torch.equal(tests[0], tests[1])
+
+
+@pytest.mark.parametrize("name", ["text_cnn", "cnn", "kim_cnn", "TextCNN", "Text-CNN"])
+def test_text_cnn_aliases_take_the_text_cnn_path(tmp_path, name):
+    """Every name of the text CNN gets the word-id vocabulary, never a transformer tokeniser."""
+    write_vader(tmp_path / "vader")
+    cfg = TrainConfig(dataset="vader_movies", data_dir=str(tmp_path / "vader"), data_args={"max_length": 8},
+                      model=name, model_args={"embed_dim": 8, "num_filters": 4}, augment=False)
+    task = build_task(cfg)
+    data, vocab = encode_for_cnn(load_text_splits("vader_movies", data_dir=tmp_path / "vader"), max_length=8)
+    assert isinstance(task.model, TextCNN) and task.model.embedding.num_embeddings == len(vocab)
+    assert set(task.data.test.features) == {"input_ids", "attention_mask"}
+    assert torch.equal(task.data.test.features["input_ids"], data.test.features["input_ids"])
+
+
+def test_text_data_set_refuses_a_vision_model_and_vice_versa(tmp_path):
+    write_vader(tmp_path / "vader")
+    with pytest.raises(ValueError, match="'resnet20' is a vision model.*needs a text model: text_cnn, bert, minilm"):
+        build_task(TrainConfig(dataset="vader_movies", data_dir=str(tmp_path / "vader"), model="resnet20"))
+    with pytest.raises(ValueError, match="unknown model 'text_cnn'"):
+        build_task(TrainConfig(dataset="digits", model="text_cnn"))
+    from lstsd.harness.text.task import build_text_task
+    with pytest.raises(ValueError, match="'digits' is not a text data set; text data sets: vader_movies"):
+        build_text_task(TrainConfig(dataset="digits", model="text_cnn"))
 
 
 @needs_transformers

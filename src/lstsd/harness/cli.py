@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ..methods import available_methods
-from .config import RESUMABLE_CHANGES, TrainConfig, apply_overrides, load_config, read_yaml
+from .config import TrainConfig, apply_overrides, config_differences, load_config, read_yaml
+from .registry import available_datasets, available_models
+from .report import collect, cost_table, results_table, write_plots
 from .trainer import CHECKPOINT, CONFIG, RESULTS, Trainer
 
 
@@ -65,8 +67,6 @@ def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[i
             overrides: list[str] | None = None, out_dir: str | None = None,
             log=print) -> tuple[list[Path], str]:
     """Run every method × seed of a preset (reusing finished runs); return run dirs and the report text."""
-    from .report import collect, cost_table, results_table, write_plots
-
     preset = load_preset(preset_name)
     methods = methods or list(preset.get("methods", ["vanilla", "lstsd"]))
     if methods == ["all"]:
@@ -88,7 +88,7 @@ def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[i
                       run_dir=str(root / f"{method}-seed{seed}"))
         values["method_args"] = {**base.get("method_args", {}), **preset.get("method_args", {}).get(method, {})}
         cfg = load_config(None, shared + per_method.get(method, []), base=values)
-        run_dir = Path(cfg.run_dir)
+        run_dir = cfg.run_path()
         runs.append(run_dir)
         _check_same_run(run_dir, cfg)
         if (run_dir / RESULTS).is_file():
@@ -101,11 +101,7 @@ def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[i
         log(f"[{k}/{total}] {cfg.name}: {headline} {results['final'].get(headline, float('nan')):.2f} "
             f"in {results['cost']['train_seconds']:.0f}s of training "
             f"({time.perf_counter() - started:.0f}s elapsed)")
-    records = collect(runs)
-    plots = write_plots(records, root / "plots")
-    text = "\n\n".join([results_table(records, methods=methods), cost_table(records),
-                        "Plots:\n" + "\n".join(f"  {p}" for p in plots)])
-    return runs, text
+    return runs, _tables_and_plots(runs, root / "plots", methods=methods)
 
 
 def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
@@ -113,23 +109,63 @@ def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
     saved_path = run_dir / CONFIG
     if not saved_path.is_file():
         return
-    saved, now = read_yaml(saved_path), cfg.to_dict()
-    diff = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+    diff = config_differences(read_yaml(saved_path), cfg.to_dict())
     if diff:
         raise ValueError(f"{run_dir} holds a run with other settings ({', '.join(diff)} differ); "
                          "pass --out with a fresh folder for this comparison")
 
 
 def report(run_dirs: list[str], out_dir: str | None = None) -> str:
-    from .report import collect, cost_table, results_table, write_plots
+    """The tables of finished runs; the plots go to ``out_dir`` (default: ``plots`` beside the runs)."""
+    return _tables_and_plots(run_dirs, Path(out_dir) if out_dir else Path(run_dirs[0]).parent / "plots")
+
+
+def _tables_and_plots(run_dirs: list[str] | list[Path], plots_dir: Path, methods: list[str] | None = None) -> str:
+    """The results and cost tables of finished runs, and the paths of their plots, written to ``plots_dir``."""
     records = collect(run_dirs)
-    plots_dir = Path(out_dir) if out_dir else Path(run_dirs[0]).parent / "plots"
     plots = write_plots(records, plots_dir)
-    return "\n\n".join([results_table(records), cost_table(records),
+    return "\n\n".join([results_table(records, methods=methods), cost_table(records),
                         "Plots:\n" + "\n".join(f"  {p}" for p in plots)])
 
 
+def _train(args: argparse.Namespace) -> None:
+    overrides = list(args.overrides)
+    if args.data_dir:
+        overrides.append(f"data_dir={args.data_dir}")
+    if args.download:
+        overrides.append("download=true")
+    values = apply_overrides(read_yaml(args.config), overrides)
+    values.setdefault("name", Path(args.config).stem)
+    cfg = load_config(None, [], base=values)
+    results = Trainer(cfg).fit(resume=args.resume)
+    print(f"finished: {results['final']} -> {cfg.run_path() / RESULTS}")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    seeds = [int(s) for s in _csv(args.seeds)] if args.seeds else None
+    _, text = compare(args.preset, methods=_csv(args.methods), seeds=seeds, overrides=args.overrides,
+                      out_dir=args.out)
+    print("\n" + text)
+
+
+def _report(args: argparse.Namespace) -> None:
+    print(report(args.run_dirs, args.out))
+
+
+def _data_fetch(args: argparse.Namespace) -> None:
+    from .text.vader import fetch_vader
+    print(f"VADER sentiment sets in {fetch_vader(force=args.force)}")
+
+
+def _list(args: argparse.Namespace) -> None:
+    print("methods: " + ", ".join(available_methods()))
+    print("models: " + ", ".join(available_models()))
+    print("datasets: " + ", ".join(available_datasets()))
+    print("presets: " + ", ".join(preset_names()))
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``lstsd`` parser; each subcommand sets ``func``, the function that runs it."""
     parser = argparse.ArgumentParser(prog="lstsd", description="Long Short-Term Sample Distillation: "
                                      "train, compare and report one-generation teacher-student methods.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
     train.add_argument("--data-dir", help="where the data set files are (overrides data_dir)")
     train.add_argument("--download", action="store_true", help="download a missing data set when online")
+    train.set_defaults(func=_train)
 
     comp = sub.add_parser("compare", help="every method × seed of a preset, then a table and plots")
     comp.add_argument("--preset", required=True, help="a preset name (see `lstsd list`) or a preset YAML file")
@@ -150,53 +187,28 @@ def build_parser() -> argparse.ArgumentParser:
                       help="override the shared config (e.g. epochs=20), or one method's settings with "
                            "method_args.METHOD.KEY=VALUE (e.g. method_args.lstsd.generation_epochs=4)")
     comp.add_argument("--out", help="output folder (default runs/compare-PRESET)")
+    comp.set_defaults(func=_compare)
 
     rep = sub.add_parser("report", help="the table and plots from finished runs")
     rep.add_argument("run_dirs", nargs="+")
     rep.add_argument("--out", help="where to write the plots (default: beside the runs)")
+    rep.set_defaults(func=_report)
 
     data = sub.add_parser("data", help="obtain data sets that install offline")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     fetch = data_sub.add_parser("fetch", help="download and cache a data set")
     fetch.add_argument("name", choices=["vader"])
     fetch.add_argument("--force", action="store_true")
+    fetch.set_defaults(func=_data_fetch)
 
-    sub.add_parser("list", help="the registered methods, models, data sets and presets")
+    sub.add_parser("list", help="the registered methods, models, data sets and presets").set_defaults(func=_list)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "train":
-            overrides = list(args.overrides)
-            if args.data_dir:
-                overrides.append(f"data_dir={args.data_dir}")
-            if args.download:
-                overrides.append("download=true")
-            values = apply_overrides(read_yaml(args.config), overrides)
-            values.setdefault("name", Path(args.config).stem)
-            cfg = load_config(None, [], base=values)
-            results = Trainer(cfg).fit(resume=args.resume)
-            print(f"finished: {results['final']} -> {Path(cfg.run_dir or Path(cfg.out_dir) / cfg.name) / RESULTS}")
-        elif args.command == "compare":
-            seeds = [int(s) for s in _csv(args.seeds)] if args.seeds else None
-            _, text = compare(args.preset, methods=_csv(args.methods), seeds=seeds, overrides=args.overrides,
-                              out_dir=args.out)
-            print("\n" + text)
-        elif args.command == "report":
-            print(report(args.run_dirs, args.out))
-        elif args.command == "data":
-            from .text.vader import fetch_vader
-            print(f"VADER sentiment sets in {fetch_vader(force=args.force)}")
-        elif args.command == "list":
-            from .data import available_datasets
-            from .models import available_models
-            print("methods: " + ", ".join(available_methods()))
-            print("models: " + ", ".join(available_models()) + ", text_cnn, bert, minilm")
-            print("datasets: " + ", ".join(available_datasets())
-                  + ", vader_movies, vader_tweets, vader_amazon, glue_rte, glue_mrpc, glue_sst2, glue_cola")
-            print("presets: " + ", ".join(preset_names()))
+        args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, TypeError) as err:
         print(f"lstsd {args.command}: error: {err}", file=sys.stderr)
         return 2

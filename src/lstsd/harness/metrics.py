@@ -1,12 +1,14 @@
 """Classification metrics used in the paper's tables: accuracy, Matthews correlation, binary F1.
 
-torch/numpy only (no scikit-learn), shared by the vision and text tasks. Every function
-takes ``preds`` and ``labels`` as tensors (or anything ``torch.as_tensor`` accepts):
-``preds`` are class indices of shape ``(N,)`` or logits of shape ``(N, C)`` (arg-maxed);
-``labels`` are class indices ``(N,)``. The single-metric functions return a plain float
-in natural units (accuracy and F1 in [0, 1], MCC in [-1, 1]); :func:`compute_metrics`
-returns percentages (x100) keyed by name, as reported in the paper (GLUE convention:
-accuracy for RTE / SST-2, accuracy and F1 for MRPC, Matthews correlation for CoLA).
+scikit-learn computes them (``sklearn.metrics``); this module is the harness's front end, shared
+by the vision and text tasks: it checks and converts the inputs, names the metrics (with
+aliases) and reports percentages. Every function takes ``preds`` and ``labels`` as tensors (or
+anything ``torch.as_tensor`` accepts): ``preds`` are class indices of shape ``(N,)`` or logits
+of shape ``(N, C)`` (arg-maxed); ``labels`` are class indices ``(N,)``. The single-metric
+functions return a plain float in natural units (accuracy and F1 in [0, 1], MCC in [-1, 1]);
+:func:`compute_metrics` returns percentages (x100) keyed by name, as reported in the paper
+(GLUE convention: accuracy for RTE / SST-2, accuracy and F1 for MRPC, Matthews correlation for
+CoLA).
 
 Example:
     >>> import torch
@@ -26,7 +28,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from sklearn import metrics as skm
 
 __all__ = ["METRICS", "accuracy", "available_metrics", "compute_metrics", "confusion_matrix", "f1_binary",
            "matthews_corrcoef"]
@@ -44,7 +48,8 @@ def _as_indices(x: Any, what: str) -> torch.Tensor:
     return t.long()
 
 
-def _pair(preds: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair(preds: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``preds`` and ``labels`` checked, as int64 class-index arrays for scikit-learn."""
     p, y = _as_indices(preds, "preds"), _as_indices(labels, "labels")
     if p.shape != y.shape:
         raise ValueError(f"preds and labels differ in length: {p.numel()} vs {y.numel()}")
@@ -52,11 +57,13 @@ def _pair(preds: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError("cannot compute a metric on zero samples")
     if int(p.min()) < 0 or int(y.min()) < 0:
         raise ValueError("class indices must be non-negative")
-    return p, y
+    return p.numpy(), y.numpy()
 
 
 def confusion_matrix(preds: Any, labels: Any, num_classes: int | None = None) -> torch.Tensor:
     """``K×K`` int64 counts, rows = true class, columns = predicted class.
+
+    ``K`` is ``num_classes``, by default the largest class index that occurs plus one.
 
     Example:
         >>> confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1])).tolist()
@@ -68,7 +75,7 @@ def confusion_matrix(preds: Any, labels: Any, num_classes: int | None = None) ->
         if num_classes < k:
             raise ValueError(f"num_classes={num_classes} but a class index {k - 1} occurs")
         k = num_classes
-    return torch.bincount(y * k + p, minlength=k * k).reshape(k, k)
+    return torch.as_tensor(skm.confusion_matrix(y, p, labels=np.arange(k)), dtype=torch.int64)
 
 
 def accuracy(preds: Any, labels: Any) -> float:
@@ -79,20 +86,13 @@ def accuracy(preds: Any, labels: Any) -> float:
         0.5
     """
     p, y = _pair(preds, labels)
-    return float((p == y).double().mean())
+    return float(skm.accuracy_score(y, p))
 
 
 def matthews_corrcoef(preds: Any, labels: Any) -> float:
     """Matthews correlation coefficient, binary or multi-class, in [-1, 1].
 
-    The general form (Gorodkin, 2004) on the confusion matrix ``C`` with ``t_k`` true
-    and ``p_k`` predicted counts of class ``k``, ``c = trace(C)`` and ``s = N``::
-
-        MCC = (c·s − Σ_k p_k·t_k) / sqrt((s² − Σ_k p_k²) · (s² − Σ_k t_k²))
-
-    For two classes it equals the familiar ``(TP·TN − FP·FN) / sqrt(...)``. When the
-    denominator is 0 (all predictions, or all labels, in one class) the result is 0, as
-    in scikit-learn.
+    0 when it is undefined (all predictions, or all labels, in one class), as in scikit-learn.
 
     Example:
         >>> matthews_corrcoef(torch.tensor([0, 1, 2, 0]), torch.tensor([0, 1, 2, 0]))
@@ -100,33 +100,22 @@ def matthews_corrcoef(preds: Any, labels: Any) -> float:
         >>> matthews_corrcoef(torch.tensor([1, 1, 1]), torch.tensor([0, 1, 1]))
         0.0
     """
-    cm = confusion_matrix(preds, labels).double()
-    t, p = cm.sum(dim=1), cm.sum(dim=0)
-    c, s = torch.trace(cm), cm.sum()
-    cov_yp = c * s - torch.dot(p, t)
-    cov_pp = s * s - torch.dot(p, p)
-    cov_yy = s * s - torch.dot(t, t)
-    denom = cov_pp * cov_yy
-    if float(denom) == 0.0:
-        return 0.0
-    return float(cov_yp / torch.sqrt(denom))
+    p, y = _pair(preds, labels)
+    return float(skm.matthews_corrcoef(y, p))
 
 
 def f1_binary(preds: Any, labels: Any, positive: int = 1) -> float:
     """F1 of class ``positive`` (harmonic mean of its precision and recall), in [0, 1].
 
-    0 when there are no true positives (including the 0/0 cases), as in scikit-learn's
-    ``zero_division=0``.
+    Any number of classes (the others count as negative). 0 when there are no true positives
+    (including the 0/0 cases): scikit-learn's ``zero_division=0``.
 
     Example:
         >>> round(f1_binary(torch.tensor([1, 1, 0, 0]), torch.tensor([1, 0, 1, 0])), 4)
         0.5
     """
     p, y = _pair(preds, labels)
-    tp = int(((p == positive) & (y == positive)).sum())
-    fp = int(((p == positive) & (y != positive)).sum())
-    fn = int(((p != positive) & (y == positive)).sum())
-    return 0.0 if tp == 0 else 2.0 * tp / (2.0 * tp + fp + fn)
+    return float(skm.f1_score(y, p, labels=[positive], average="macro", zero_division=0))
 
 
 METRICS: dict[str, Callable[[Any, Any], float]] = {
@@ -138,7 +127,7 @@ _ALIASES = {"acc": "accuracy", "mcc": "matthews", "matthews_corrcoef": "matthews
 
 
 def available_metrics() -> list[str]:
-    """Names accepted by :func:`compute_metrics` (besides the aliases ``acc``, ``mcc``).
+    """Names accepted by :func:`compute_metrics`, besides the aliases (``acc``, ``mcc``, ``f1_binary``, ...).
 
     Example:
         >>> available_metrics()

@@ -1,8 +1,13 @@
 """Tables and plots from finished runs, in the paper's layouts.
 
-* Table 1 layout (one data set): rows = methods, columns = networks.
-* Table 2 layout (text data sets, or several data sets): rows = network × method, columns = data sets.
-* Table 3 layout (LSTSD and its variants only): the difference to full LSTSD in parentheses.
+Table layouts (:data:`LAYOUTS`), named by what they show:
+
+* ``methods_by_network`` (paper Table 1, one data set): rows = methods, columns = networks.
+* ``network_methods_by_dataset`` (paper Table 2; text data sets, or several data sets): rows =
+  network × method, columns = data sets.
+
+When the methods are LSTSD and its variants only (:func:`variants_vs_lstsd`, paper Table 3),
+each cell adds its difference to full LSTSD in parentheses.
 
 Every cell is ``mean ± std`` over seeds (sample std, n − 1), with n shown when runs differ in n.
 """
@@ -17,11 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .registry import is_text_dataset
 from .trainer import iterate_runs
+
+LAYOUTS = ("methods_by_network", "network_methods_by_dataset")
 
 
 @dataclass
 class RunRecord:
+    """One finished run, as the tables and plots read it (``results.json`` and ``metrics.jsonl``)."""
+
     run_dir: Path
     method: str
     model: str
@@ -55,31 +65,79 @@ def _predictors(records: list[RunRecord], split: str, metric: str) -> list[str]:
     return seen
 
 
+def choose_layout(records: list[RunRecord]) -> str:
+    """``network_methods_by_dataset`` for runs over several data sets or a text data set, else ``methods_by_network``.
+
+    Example:
+        >>> def run(dataset):
+        ...     return RunRecord(Path("."), "vanilla", "resnet20", dataset, 0, {"test_accuracy": 90.0}, [], {})
+        >>> [choose_layout(runs) for runs in ([run("digits")], [run("glue_rte")], [run("digits"), run("cifar10")])]
+        ['methods_by_network', 'network_methods_by_dataset', 'network_methods_by_dataset']
+    """
+    datasets = {r.dataset for r in records}
+    by_dataset = len(datasets) > 1 or any(is_text_dataset(d) for d in datasets)
+    return "network_methods_by_dataset" if by_dataset else "methods_by_network"
+
+
+def variants_vs_lstsd(methods: list[str]) -> bool:
+    """Whether ``methods`` are LSTSD and its variants only (paper Table 3): cells then add the difference to LSTSD.
+
+    Example:
+        >>> variants_vs_lstsd(["lstsd", "lstsd_wo_long"]), variants_vs_lstsd(["vanilla", "lstsd"])
+        (True, False)
+    """
+    return "lstsd" in methods and all(m.startswith("lstsd") for m in methods) and len(methods) > 1
+
+
 def results_table(records: list[RunRecord], *, methods: list[str] | None = None, split: str = "test",
-                  metric: str | None = None) -> str:
-    """A markdown table of ``split`` ``metric`` (default: each data set's headline metric)."""
+                  metric: str | None = None, layout: str | None = None) -> str:
+    """A markdown table of ``split`` ``metric`` (default: each data set's headline metric).
+
+    Args:
+        records: finished runs (:func:`collect`).
+        methods: the rows' methods, in order (default: as first seen).
+        split: ``"test"`` or ``"val"``.
+        metric: a metric name (default: each run's headline metric).
+        layout: one of :data:`LAYOUTS` (default: :func:`choose_layout`).
+
+    Example:
+        >>> runs = [RunRecord(Path("."), method, "resnet20", "digits", 0, {"test_accuracy": acc}, [], {})
+        ...         for method, acc in (("vanilla", 90.0), ("lstsd", 92.5))]
+        >>> print(results_table(runs))
+        test accuracy (%), mean ± std over seeds [0], final epoch
+        <BLANKLINE>
+        | Method | resnet20 |
+        |---|---|
+        | vanilla | 90.00 ± 0.00 |
+        | lstsd | 92.50 ± 0.00 |
+    """
     if not records:
         raise ValueError("no finished runs to report")
+    layout = layout or choose_layout(records)
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown table layout {layout!r}; available: {', '.join(LAYOUTS)}")
     methods = methods or list(dict.fromkeys(r.method for r in records))
     datasets = list(dict.fromkeys(r.dataset for r in records))
     models = list(dict.fromkeys(r.model for r in records))
-    # Table 2 (text) puts data sets in the columns; so does any comparison across data sets
-    table2 = len(datasets) > 1 or any(d.startswith(("vader_", "glue_")) for d in datasets)
-    col_keys = datasets if table2 else models
-    row_keys = [(m, meth) for m in models for meth in methods] if table2 else [(None, meth) for meth in methods]
+    by_dataset = layout == "network_methods_by_dataset"
+    if not by_dataset and len(datasets) > 1:
+        raise ValueError(f"layout methods_by_network shows one data set, these runs have {len(datasets)} "
+                         f"({', '.join(datasets)}); use network_methods_by_dataset")
+    col_keys = datasets if by_dataset else models
+    row_keys = [(m, meth) for m in models for meth in methods] if by_dataset else [(None, meth) for meth in methods]
 
     cells: dict[tuple[Any, str, str], list[float]] = defaultdict(list)
     for r in records:
         name = metric or r.metrics[0]
-        col = r.dataset if table2 else r.model
-        row_model = r.model if table2 else None
+        col = r.dataset if by_dataset else r.model
+        row_model = r.model if by_dataset else None
         cells[(row_model, r.method, col, "")].append(r.final.get(f"{split}_{name}", float("nan")))
         for extra in _predictors([r], split, name):
             cells[(row_model, r.method, col, extra)].append(r.final[f"{split}_{name}_{extra}"])
 
-    ablation = "lstsd" in methods and all(m.startswith("lstsd") for m in methods) and len(methods) > 1
+    vs_lstsd = variants_vs_lstsd(methods)
     reference = {col: _mean_std(cells[(rm, "lstsd", col, "")])[0]
-                 for rm, _ in row_keys for col in col_keys if cells.get((rm, "lstsd", col, ""))} if ablation else {}
+                 for rm, _ in row_keys for col in col_keys if cells.get((rm, "lstsd", col, ""))} if vs_lstsd else {}
     ns = {len(v) for v in cells.values()}
 
     def cell(values: list[float], col: str) -> str:
@@ -87,14 +145,14 @@ def results_table(records: list[RunRecord], *, methods: list[str] | None = None,
             return "—"
         mean, std = _mean_std(values)
         text = f"{mean:.2f} ± {std:.2f}"
-        if ablation and col in reference:
+        if vs_lstsd and col in reference:
             text += f" ({mean - reference[col]:+.2f})"
         if len(ns) > 1:
             text += f" (n={len(values)})"
         return text
 
     metric_names = sorted({metric or r.metrics[0] for r in records})
-    header_first = ["Network", "Method"] if table2 else ["Method"]
+    header_first = ["Network", "Method"] if by_dataset else ["Method"]
     lines = ["| " + " | ".join(header_first + col_keys) + " |",
              "|" + "---|" * (len(header_first) + len(col_keys))]
     for row_model, meth in row_keys:
@@ -104,11 +162,11 @@ def results_table(records: list[RunRecord], *, methods: list[str] | None = None,
             if not any(values):
                 continue
             label = meth if not extra else f"{meth} ({extra})"
-            first = [row_model or "", label] if table2 else [label]
+            first = [row_model or "", label] if by_dataset else [label]
             lines.append("| " + " | ".join(first + [cell(v, c) for v, c in zip(values, col_keys)]) + " |")
     seeds = sorted({r.seed for r in records})
     caption = (f"{split} {'/'.join(metric_names)} (%), mean ± std over seeds {seeds}, final epoch"
-               + ("; in parentheses: difference to LSTSD" if ablation else ""))
+               + ("; in parentheses: difference to LSTSD" if vs_lstsd else ""))
     return caption + "\n\n" + "\n".join(lines)
 
 

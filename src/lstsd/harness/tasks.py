@@ -1,44 +1,36 @@
-"""From a config to data + model + metrics: the one place that knows which data sets exist.
+"""From a config to data + model + metrics (a :class:`~lstsd.harness.task.Task`).
 
-Vision data sets come from :mod:`lstsd.harness.data` and models from
-:mod:`lstsd.harness.models`; text data sets (``vader_*``, ``glue_*``) from
-:mod:`lstsd.harness.text`, which imports ``transformers`` only when a transformer is asked for.
+The data set's kind in :mod:`lstsd.harness.registry` picks the builder: image data sets are loaded
+here, with a model from :mod:`lstsd.harness.models`; text data sets go to
+:func:`lstsd.harness.text.task.build_text_task`, which imports ``transformers`` only when a
+transformer is asked for.
+
+Example:
+    >>> from lstsd.harness.config import TrainConfig
+    >>> cfg = TrainConfig(dataset="digits", model="resnet", model_args={"depth": 8, "width": 4})
+    >>> task = build_task(cfg)
+    >>> len(task.data.train), task.data.num_classes, task.metrics
+    (1438, 10, ('accuracy',))
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from torch import nn
-
 from .config import TrainConfig
-from .data import DatasetSplits, available_datasets, load_dataset
+from .models import build_model
+from .registry import dataset_entry
+from .task import Task
+from .text.task import build_text_task
 
-
-@dataclass
-class Task:
-    """The data, the freshly initialised model, and the metrics reported (first = headline)."""
-
-    data: DatasetSplits
-    model: nn.Module
-    metrics: tuple[str, ...] = ("accuracy",)
-
-
-def is_text_dataset(name: str) -> bool:
-    return name.startswith(("vader_", "glue_"))
+__all__ = ["Task", "build_task"]
 
 
 def build_task(cfg: TrainConfig) -> Task:
     """Load ``cfg.dataset`` and build ``cfg.model`` for it."""
-    if is_text_dataset(cfg.dataset):
-        from .text.task import build_text_task
+    entry = dataset_entry(cfg.dataset)
+    if entry.kind == "text":
         return build_text_task(cfg)
-    if cfg.dataset not in available_datasets():
-        raise ValueError(f"unknown dataset {cfg.dataset!r}; available: {', '.join(available_datasets())}, "
-                         "vader_movies, vader_tweets, vader_amazon, glue_rte, glue_mrpc, glue_sst2, glue_cola")
-    from .models import build_model
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_subset=cfg.train_subset,
-                        val_fraction=cfg.val_fraction, seed=cfg.seed, download=cfg.download, **cfg.data_args)
+    data = entry.load(data_dir=cfg.data_dir, train_subset=cfg.train_subset, val_fraction=cfg.val_fraction,
+                      seed=cfg.seed, download=cfg.download, **cfg.data_args)
     model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels or 3,
                         **cfg.model_args)
     return Task(data=data, model=model, metrics=("accuracy",))

@@ -58,7 +58,9 @@ _LOADERS: dict[str, Callable[..., DatasetSplits]] = {
 
 
 def available_datasets() -> list[str]:
-    """Names accepted by :func:`load_dataset`.
+    """Names accepted by :func:`load_dataset`: the image data sets.
+
+    Every data set of the harness, text ones included, is in :mod:`lstsd.harness.registry`.
 
     Example:
         >>> available_datasets()

@@ -13,7 +13,7 @@ from ``https://www.cs.toronto.edu/~kriz/`` into the cache. The tarball is read d
 Security note: the batches are Python pickles, and unpickling executes code. Only load
 archives from a trusted source (the md5 check is on by default for that reason).
 
-Example:
+Example (skipped: needs the CIFAR-10 archive, downloaded when online):
     >>> ds = load_cifar10(download=True)                 # doctest: +SKIP
     >>> ds.train.features.shape, ds.num_classes          # doctest: +SKIP
     (torch.Size([50000, 3, 32, 32]), 10)
@@ -262,7 +262,7 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, *, download: bool = 
         FileNotFoundError: not found anywhere (the message lists the places searched).
         ValueError: corrupt/truncated archive, missing member or bad content.
 
-    Example:
+    Example (skipped: needs the CIFAR-10 archive in ``~/data``):
         >>> load_cifar10("~/data").train.labels.shape  # doctest: +SKIP
         torch.Size([50000])
     """
@@ -276,7 +276,7 @@ def load_cifar100(data_dir: str | os.PathLike | None = None, *, download: bool =
     Same arguments and errors as :func:`load_cifar10`, with ``cifar-100-python.tar.gz`` /
     ``cifar-100-python/``; class names come from the archive's ``meta``.
 
-    Example:
+    Example (skipped: needs the CIFAR-100 archive in ``~/data``):
         >>> load_cifar100("~/data").classes[:2]  # doctest: +SKIP
         ['apple', 'aquarium_fish']
     """

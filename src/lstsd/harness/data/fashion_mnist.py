@@ -17,7 +17,7 @@ Checksums: the canonical ``.gz`` files have published md5s (``GZ_MD5``). The Deb
 ships the same data recompressed, so its ``.gz`` bytes differ; the md5 of the *decompressed*
 content (``RAW_MD5``) is checked instead and is identical. A file passes if either matches.
 
-Example:
+Example (skipped: needs the Fashion-MNIST files, e.g. from Debian's ``dataset-fashion-mnist``):
     >>> ds = load_fashion_mnist()                       # doctest: +SKIP
     >>> ds.train.features.shape, ds.test.labels.shape   # doctest: +SKIP
     (torch.Size([60000, 1, 28, 28]), torch.Size([10000]))
@@ -135,9 +135,12 @@ def read_idx(path: str | os.PathLike, *, expected_ndim: int) -> np.ndarray:
     """Read a (possibly gzipped) unsigned-byte IDX file into a uint8 array.
 
     Example:
-        >>> read_idx("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz",
-        ...          expected_ndim=1).shape  # doctest: +SKIP
-        (10000,)
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = Path(tmp) / "labels-idx1-ubyte.gz"
+        ...     _ = path.write_bytes(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 9, 4])))
+        ...     read_idx(path, expected_ndim=1).tolist()
+        [7, 9, 4]
     """
     path = Path(path)
     return parse_idx(_read_bytes(path)[1], expected_ndim=expected_ndim, name=str(path))
@@ -257,7 +260,7 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, *, download: b
             and how to get the data.
         ValueError: a file is corrupt (bad checksum or IDX structure); the message names it.
 
-    Example:
+    Example (skipped: needs the Fashion-MNIST files, downloaded when online):
         >>> ds = load_fashion_mnist(download=True)  # doctest: +SKIP
         >>> ds.num_classes, ds.image_size  # doctest: +SKIP
         (10, 28)

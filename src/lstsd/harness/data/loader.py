@@ -65,12 +65,15 @@ class IndexedTensorLoader:
     0) is reused, so every pass repeats the same order: call ``set_epoch`` each epoch.
 
     Example:
+        >>> from lstsd.harness.data import TensorSplit, random_crop_flip
+        >>> split = TensorSplit(torch.randn(100, 1, 8, 8), torch.arange(100) % 10)
         >>> loader = IndexedTensorLoader(split, 32, transform=lambda x, g: random_crop_flip(x, generator=g))
-        ... # doctest: +SKIP
-        >>> for epoch in range(start_epoch, epochs):  # doctest: +SKIP
+        >>> for epoch in range(2):
         ...     loader.set_epoch(epoch)
         ...     for x, y, index in loader:
-        ...         ...
+        ...         pass
+        >>> x.shape, index.tolist() == sorted(index.tolist())   # the last batch: 100 = 3 × 32 + 4, shuffled
+        (torch.Size([4, 1, 8, 8]), False)
     """
 
     def __init__(self, split: TensorSplit, batch_size: int, *, shuffle: bool = True, drop_last: bool = False,

@@ -265,7 +265,7 @@ def download_url(url: str, dest: str | os.PathLike, md5: str | None = None, *, t
     over ``dest`` only once complete and verified, so an interrupted or corrupt
     download never leaves a file that looks valid.
 
-    Example:
+    Example (skipped: needs the network):
         >>> download_url("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         ...              "/tmp/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")  # doctest: +SKIP
     """

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._checks import check_positive_int
+
 __all__ = ["Bottleneck", "DenseNetBC", "Transition"]
 
 
@@ -136,16 +138,16 @@ class DenseNetBC(nn.Module):
                 f"DenseNetBC depth must satisfy (depth - 4) % 6 == 0 with depth >= 10, "
                 f"i.e. 6n + 4 for n >= 1: 10, 16, 22, 28, 34, 40, ..., 100, ..., 190, ..., 250, ...; got {depth}"
             )
-        _check_positive_int("num_classes", num_classes)
-        _check_positive_int("growth_rate", growth_rate)
-        _check_positive_int("in_channels", in_channels)
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("growth_rate", growth_rate)
+        check_positive_int("in_channels", in_channels)
         if isinstance(compression, bool) or not isinstance(compression, (int, float)) or not (
             0.0 < float(compression) <= 1.0
         ):
             raise ValueError(f"compression must be in (0, 1], got {compression!r}")
         if init_channels is None:
             init_channels = 2 * growth_rate
-        _check_positive_int("init_channels", init_channels)
+        check_positive_int("init_channels", init_channels)
 
         self.depth = depth
         self.num_layers_per_block = (depth - 4) // 6
@@ -192,8 +194,3 @@ class DenseNetBC(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Return logits of shape ``(B, num_classes)`` for images ``x`` of shape ``(B, C, H, W)``."""
         return self.fc(self.forward_features(x))
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._checks import check_positive_int
+
 __all__ = ["BasicBlock", "PadShortcut", "ResNetCifar", "valid_resnet_depths"]
 
 
@@ -165,9 +167,9 @@ class ResNetCifar(nn.Module):
                 f"ResNetCifar depth must satisfy (depth - 2) % 6 == 0 with depth >= 8, "
                 f"i.e. 6n + 2 for n >= 1: 8, 14, 20, 26, 32, 38, 44, 50, 56, ..., 110, ...; got {depth}"
             )
-        _check_positive_int("num_classes", num_classes)
-        _check_positive_int("width", width)
-        _check_positive_int("in_channels", in_channels)
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("width", width)
+        check_positive_int("in_channels", in_channels)
 
         self.depth = depth
         self.num_blocks = (depth - 2) // 6
@@ -206,8 +208,3 @@ class ResNetCifar(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Return logits of shape ``(B, num_classes)`` for images ``x`` of shape ``(B, C, H, W)``."""
         return self.fc(self.forward_features(x))
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -16,13 +16,16 @@ initialised Kim (2014) text CNN. This package provides:
 Importing this package does not import ``transformers``; that happens only when a
 tokeniser or transformer model is built.
 
-Example:
-    >>> from lstsd.harness.text import load_vader, encode_for_cnn, build_text_model  # doctest: +SKIP
-    >>> ts = load_vader("movies", seed=0)                                           # doctest: +SKIP
-    >>> ds, vocab = encode_for_cnn(ts, max_length=64)                               # doctest: +SKIP
-    >>> model = build_text_model("text_cnn", num_classes=2, vocab_size=len(vocab))  # doctest: +SKIP
-    >>> model(ds.train.subset(torch.arange(8)).features).shape                      # doctest: +SKIP
-    torch.Size([8, 2])
+Example (a toy data set; ``load_vader("movies")`` gives a real one once ``lstsd data fetch vader``
+has run):
+    >>> import torch
+    >>> from lstsd.harness.text import TextSplits, build_text_model, encode_for_cnn
+    >>> ts = TextSplits("toy", ["a good film", "a bad film", "good", "bad"], torch.tensor([1, 0, 1, 0]),
+    ...                 ["a good one"], torch.tensor([1]), num_classes=2)
+    >>> ds, vocab = encode_for_cnn(ts, max_length=8)
+    >>> model = build_text_model("text_cnn", num_classes=2, vocab_size=len(vocab))
+    >>> model(ds.train.features).shape
+    torch.Size([4, 2])
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ __all__ = [
 
 
 def available_text_datasets() -> list[str]:
-    """Names accepted by :func:`load_text_splits`.
+    """Names accepted by :func:`load_text_splits` (registered as text data sets in :mod:`lstsd.harness.registry`).
 
     Example:
         >>> available_text_datasets()
@@ -94,7 +97,7 @@ def load_text_splits(name: str, *, data_dir: str | os.PathLike | None = None, se
 
     ``kwargs`` go to :func:`load_vader` (``test_fraction``) or :func:`load_glue` (``source``).
 
-    Example:
+    Example (skipped: needs the VADER files, from ``lstsd data fetch vader``):
         >>> ts = load_text_splits("vader_tweets", seed=1, train_subset=500)   # doctest: +SKIP
         >>> len(ts.train_texts)                                              # doctest: +SKIP
         500

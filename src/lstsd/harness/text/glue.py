@@ -25,7 +25,7 @@ The folder is looked up in ``data_dir`` (the GLUE root or the task folder itself
 folder is found) the tasks come from ``datasets.load_dataset("glue", task)`` instead, when
 the ``datasets`` package is installed and the hub is reachable.
 
-Example:
+Example (skipped: needs the GLUE files in ``~/glue_data``):
     >>> ts = load_glue("rte", data_dir="~/glue_data")     # doctest: +SKIP
     >>> ts.is_pair, ts.metrics, len(ts.train_texts)       # doctest: +SKIP
     (True, ('accuracy',), 2490)
@@ -101,9 +101,10 @@ def read_glue_tsv(path: str | os.PathLike, task: str) -> tuple[list[str], list[s
 
     Example:
         >>> import tempfile
-        >>> p = Path(tempfile.mkdtemp()) / "train.tsv"
-        >>> _ = p.write_text('sentence\\tlabel\\nit \\'s a "gem" \\t1\\n', encoding="utf-8")
-        >>> read_glue_tsv(p, "sst2")
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     p = Path(tmp) / "train.tsv"
+        ...     _ = p.write_text('sentence\\tlabel\\nit \\'s a "gem" \\t1\\n', encoding="utf-8")
+        ...     read_glue_tsv(p, "sst2")
         (['it \\'s a "gem"'], None, [1])
     """
     spec = _task(task)
@@ -212,7 +213,7 @@ def load_glue(task: str, *, data_dir: str | os.PathLike | None = None, source: s
         :class:`TextSplits` named ``glue_<task>`` (``train_pairs``/``test_pairs`` set for RTE
         and MRPC), with the task's metrics and class names.
 
-    Example:
+    Example (skipped: needs the GLUE files in ``glue_data``):
         >>> ts = load_glue("cola", data_dir="glue_data", train_subset=1000)   # doctest: +SKIP
         >>> ts.metrics                                                        # doctest: +SKIP
         ('matthews',)

