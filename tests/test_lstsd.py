@@ -305,3 +305,68 @@ def test_topk_bank_with_k_equal_to_c_gives_the_dense_losses():
     assert topk_all == dense
     first = len(batches(0)) * 2                      # first mini-generation: CE only, the same
     assert topk_2[:first] == dense[:first] and topk_2[first:] != dense[first:]
+
+
+# ----------------------------------------------------------------------------- when targets are recorded
+def _one_step(record: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+    method = LSTSD(len(y), C, generation_epochs=1, temperature=2.0, bank_dtype="float32", record_targets=record)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    method.start_epoch(0)
+    model.train()
+    logits = model(x)
+    loss = method.loss(logits, y, torch.arange(len(y)), model=model, inputs=x)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    method.end_step(model)
+    method.end_epoch(model)
+    return method, logits.detach()
+
+
+def test_training_forward_records_the_logits_that_computed_the_loss():
+    torch.manual_seed(0)
+    model, x, y = torch.nn.Linear(3, C), torch.randn(6, 3), torch.randint(0, C, (6,))
+    method, logits = _one_step("training_forward", model, x, y)
+    torch.testing.assert_close(method.short_term_bank.targets, torch.softmax(logits / 2, 1))
+    assert method.extra_forward_passes == 0
+
+
+def test_after_update_records_f_x_theta_of_the_updated_network():
+    torch.manual_seed(0)
+    model, x, y = torch.nn.Linear(3, C), torch.randn(6, 3), torch.randint(0, C, (6,))
+    method, before = _one_step("after_update_eval", model, x, y)
+    after = model(x).detach()
+    assert not torch.allclose(after, before)                       # the update changed the network
+    torch.testing.assert_close(method.short_term_bank.targets, torch.softmax(after / 2, 1))
+    assert method.extra_forward_passes == 1 and method.needs_model_inputs
+
+
+def test_after_update_train_uses_batch_statistics_and_leaves_running_statistics_alone():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, C))
+    x, y = torch.randn(6, 3), torch.randint(0, C, (6,))
+    norm = model[1]
+    method, _ = _one_step("after_update_train", model, x, y)
+    # One training forward moved the running mean once (momentum 0.1); the recording forward must not.
+    stats = (norm.running_mean.clone(), norm.running_var.clone(), int(norm.num_batches_tracked))
+    assert stats[2] == 1
+    model.train()
+    with torch.no_grad():
+        norm.momentum, saved = 0.0, norm.momentum
+        want = torch.softmax(model(x) / 2, 1)                      # train mode: batch statistics
+        norm.momentum = saved
+    torch.testing.assert_close(method.short_term_bank.targets, want)
+    eval_method, _ = _one_step("after_update_eval", model, x, y)
+    assert not torch.allclose(eval_method.short_term_bank.targets, want)
+
+
+def test_after_update_needs_inputs_and_end_step():
+    method = LSTSD(N, C, generation_epochs=1, record_targets="after_update_eval")
+    method.start_epoch(0)
+    with pytest.raises(ValueError, match="inputs="):
+        method.loss(torch.randn(2, C), torch.tensor([0, 1]), torch.tensor([0, 1]))
+    method.loss(torch.randn(2, C), torch.tensor([0, 1]), torch.tensor([0, 1]), inputs=torch.randn(2, 3))
+    with pytest.raises(RuntimeError, match="end_step"):
+        method.end_epoch()
+    with pytest.raises(ValueError, match="record_targets"):
+        LSTSD(N, C, record_targets="later")

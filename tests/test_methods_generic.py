@@ -49,12 +49,13 @@ def test_resume_from_checkpoint_is_exact(name: str, tmp_path: Path):
                 "eval_predictions")
 
 
-@pytest.mark.parametrize("name", available_methods())
-def test_extra_forward_passes_matches_the_forwards_run(name: str):
+@pytest.mark.parametrize("name,extra", [(n, {}) for n in available_methods()] + [
+    ("lstsd", {"record_targets": "after_update_train"}), ("lstsd", {"record_targets": "after_update_eval"})])
+def test_extra_forward_passes_matches_the_forwards_run(name: str, extra: dict[str, Any]):
     calls = [0]
     model = make_model()
     model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))   # teacher copies share it
-    model, opt, sched, method = setup_run(name, epochs=EPOCHS, model=model, **settings_of(name))
+    model, opt, sched, method = setup_run(name, epochs=EPOCHS, model=model, **settings_of(name), **extra)
     per_step: list[int] = []
 
     def on_step(epoch, *_: Any) -> None:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .._checks import check_batch, check_sizes
+from ..diagnostics import TeacherMonitor
 from ..distributed import RowExchange
 
 class Method(nn.Module, abc.ABC):
@@ -63,6 +64,8 @@ class Method(nn.Module, abc.ABC):
         # Under torch.distributed, per-sample rows to write are exchanged so that banks stay identical
         # on every rank; set ``method.row_exchange = RowExchange(group)`` for another process group.
         self.row_exchange = RowExchange()
+        # Teacher quality / difference from the student, per epoch (lstsd.diagnostics).
+        self.teacher_monitor = TeacherMonitor()
         self.epoch: int | None = None   # the epoch in progress, None between epochs
         self.next_epoch = 0             # the epoch start_epoch expects next
         self._components: dict[str, torch.Tensor] = {}
@@ -96,6 +99,7 @@ class Method(nn.Module, abc.ABC):
                 f"{type(self).__name__} starts at epoch {epoch} with no history; if you are resuming a run, "
                 "load the method's state_dict saved with the model, or its soft targets are lost", stacklevel=2)
         self.epoch = epoch
+        self.teacher_monitor.reset()
 
     @abc.abstractmethod
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, *,
@@ -119,6 +123,14 @@ class Method(nn.Module, abc.ABC):
         Ensembles add ``"ensemble"``, Mean Teacher ``"teacher"``. The caller sets eval mode.
         """
         return {"model": torch.softmax(model(inputs).float(), dim=1)}
+
+    def teacher_diagnostics(self, reduce: Any = None) -> dict[str, float]:
+        """Each teacher's quality, difference from the student, coverage and age over the epoch so
+        far (:mod:`lstsd.diagnostics`; one host synchronisation). ``{}`` for a method without a teacher.
+
+        ``reduce`` sums the raw per-process sums under torch.distributed (e.g. an all-reduce).
+        """
+        return self.teacher_monitor.summary(reduce)
 
     def loss_components(self) -> dict[str, torch.Tensor]:
         """Detached scalar tensors of the last loss's parts (e.g. ``ce``, ``long``, ``short``).

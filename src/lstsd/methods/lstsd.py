@@ -32,6 +32,7 @@ from torch import nn
 
 from ..bank import Bank, check_bank_settings, make_bank, resolve_bank_dtype
 from ..losses import KLDirection, cross_entropy, distillation_kl
+from ._snapshots import require_inputs
 from .base import Method
 from .settings import Distillation, MiniGenerations, check_weight
 
@@ -72,6 +73,29 @@ def lstsd_loss(logits: torch.Tensor, targets: torch.Tensor, *,
     return total, parts
 
 
+RECORD_TARGETS = ("training_forward", "after_update_train", "after_update_eval")
+
+
+@torch.no_grad()
+def forward_without_side_effects(model: nn.Module, inputs: Any, *, train: bool) -> torch.Tensor:
+    """``model(inputs)`` without gradient, in train or eval mode, leaving batch-norm running
+    statistics as they were (a forward in train mode would otherwise update them)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
+    was_training = model.training
+    try:
+        for m in norms:
+            m.momentum = 0.0   # running = (1 − 0)·running + 0·batch: unchanged
+        model.train(train)
+        return model(inputs)
+    finally:
+        model.train(was_training)
+        for m, (momentum, tracked) in zip(norms, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
 class LongShortSettings:
     """E, λ^L, λ^S and the distillation options, shared by LSTSD and LSTSD (single).
 
@@ -94,6 +118,18 @@ class LongShortSettings:
     def _long_short_hparams(self) -> dict[str, Any]:
         return {"generation_epochs": self.generations.length, "lambda_long": self.lambda_long,
                 "lambda_short": self.lambda_short, **self.distillation.hparams()}
+
+    def _monitor(self, epoch: int, logits: torch.Tensor, targets: torch.Tensor,
+                 long_term: tuple[torch.Tensor | None, torch.Tensor | None],
+                 short_term: tuple[torch.Tensor | None, torch.Tensor | None]) -> None:
+        """Teacher diagnostics: the long-term teacher is as old as the last epoch of the previous
+        mini-generation (1 to E epochs), the short-term one an epoch old."""
+        long_age = epoch - (self.generations.index(epoch) * self.generations.length - 1)
+        for name, (teacher, mask), age, weight in (("long", long_term, long_age, self.lambda_long),
+                                                   ("short", short_term, 1, self.lambda_short)):
+            if weight > 0:
+                self.teacher_monitor.record(  # type: ignore[attr-defined]
+                    name, teacher, logits, targets, temperature=self.distillation.temperature, mask=mask, age=age)
 
     def _long_short_loss(self, logits: torch.Tensor, targets: torch.Tensor,
                          long_term: tuple[torch.Tensor | None, torch.Tensor | None],
@@ -126,6 +162,14 @@ class LSTSD(LongShortSettings, Method):
             (the paper's literal notation). See :func:`lstsd.losses.distillation_kl`.
         t2_scale: multiply the distillation terms by T².
         bank_dtype: storage dtype of the soft-target banks (fp16 default; fp32/bf16 accepted).
+        record_targets: when a sample's target is recorded (the paper is open, see
+            ``docs/decisions.md``): ``"training_forward"`` (default: the softened logits of the
+            training forward pass, no extra cost: the snapshot "when it is selected as training
+            data"), or Algorithm 1's literal line 14, ``f(x; θ)`` *after* the update: a no-grad
+            forward on the same batch after the optimizer step (``end_step(model)``), in train mode
+            (``"after_update_train"``, batch statistics, running statistics untouched) or eval mode
+            (``"after_update_eval"``). Both cost one extra forward pass per step and need
+            ``loss(..., inputs=x)`` and ``end_step(model)``.
         bank_format: ``"dense"`` (``N × C``, the default) or ``"topk"``: the ``bank_topk`` largest
             probabilities per sample and their class ids, the rest of the mass spread uniformly
             (:class:`lstsd.bank.TopKBank`), for class counts where dense banks do not fit.
@@ -171,9 +215,17 @@ class LSTSD(LongShortSettings, Method):
                  kl_direction: KLDirection = "teacher_student", t2_scale: bool = False,
                  bank_dtype: torch.dtype | str = torch.float16, bank_format: str = "dense",
                  bank_topk: int | None = None, bank_device: str | None = None,
+                 record_targets: str = "training_forward",
                  device: torch.device | str | None = None, validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
         self._set_long_short(generation_epochs, lambda_long, lambda_short, temperature, kl_direction, t2_scale)
+        if record_targets not in RECORD_TARGETS:
+            raise ValueError(f"record_targets must be one of {RECORD_TARGETS}, got {record_targets!r}")
+        self.record_targets = record_targets
+        if record_targets != "training_forward":   # the literal line 14: a forward after the update
+            self.extra_forward_passes = 1
+            self.needs_model_inputs = True
+        self._pending: tuple[torch.Tensor, Any, int] | None = None
         self.bank_dtype = resolve_bank_dtype(bank_dtype)
         check_bank_settings(bank_format, bank_topk, bank_device)
         self.bank_format, self.bank_topk = bank_format, bank_topk
@@ -200,14 +252,30 @@ class LSTSD(LongShortSettings, Method):
         indices = self._check_batch(logits, targets, indices)
 
         if self.generations.index(epoch) > 0:                    # line 6: m > 1
-            loss = self._long_short_loss(                          # line 9
-                logits, targets,
-                long_term=self._read(self.long_term_bank, indices),     # z^L_i, line 7
-                short_term=self._read(self.short_term_bank, indices))   # z^S_i, line 8
+            long_term = self._read(self.long_term_bank, indices)    # z^L_i, line 7
+            short_term = self._read(self.short_term_bank, indices)  # z^S_i, line 8
+            loss = self._long_short_loss(logits, targets, long_term=long_term, short_term=short_term)  # line 9
+            self._monitor(epoch, logits, targets, long_term, short_term)
         else:                                                    # line 11: first mini-generation
             loss = self._long_short_loss(logits, targets, (None, None), (None, None))
 
         # Lines 14-17: this snapshot's softened prediction becomes the sample's next teacher.
+        if self.record_targets == "training_forward":
+            self._record(epoch, indices, logits)
+        else:                                                    # after the update: in end_step
+            require_inputs(self, inputs)
+            self._pending = (indices, inputs, epoch)
+        return loss
+
+    def end_step(self, model: nn.Module) -> None:
+        """With ``record_targets="after_update_*"``: record ``f(x; θ)`` of the batch just trained on."""
+        if self._pending is not None:
+            indices, inputs, epoch = self._pending
+            self._pending = None
+            logits = forward_without_side_effects(model, inputs, train=self.record_targets == "after_update_train")
+            self._record(epoch, indices, logits)
+
+    def _record(self, epoch: int, indices: torch.Tensor, logits: torch.Tensor) -> None:
         snapshot = self.distillation.soften(logits)
         banks = [bank for bank, writes in ((self.short_term_bank, True),                        # line 14
                                            (self.long_term_bank, self.generations.is_last_epoch(epoch)))  # 15-16
@@ -216,7 +284,12 @@ class LSTSD(LongShortSettings, Method):
             written, rows = self.row_exchange(indices, *banks[0].encode(snapshot))
             for bank in banks:
                 bank.store(written, *rows)
-        return loss
+
+    def end_epoch(self, model: nn.Module | None = None) -> None:
+        if self._pending is not None:
+            raise RuntimeError("record_targets='after_update_*' records in end_step(model): call it after every "
+                               "optimizer step")
+        super().end_epoch(model)
 
     @staticmethod
     def _read(bank: Bank | None, indices: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -225,4 +298,4 @@ class LSTSD(LongShortSettings, Method):
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), **self._long_short_hparams(),
                 "bank_dtype": str(self.bank_dtype).removeprefix("torch."), "bank_format": self.bank_format,
-                "bank_topk": self.bank_topk}
+                "bank_topk": self.bank_topk, "record_targets": self.record_targets}

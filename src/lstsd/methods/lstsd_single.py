@@ -100,6 +100,7 @@ class LSTSDSingle(LongShortSettings, SnapshotTeachers, Method):
         if self.generations.index(epoch) > 0:
             require_inputs(self, inputs)
             long_term, short_term = self.teacher_targets(inputs)
+            self._monitor(epoch, logits, targets, (long_term, None), (short_term, None))
         return self._long_short_loss(logits, targets, (long_term, None), (short_term, None))
 
     def end_epoch(self, model: nn.Module | None = None) -> None:

@@ -114,10 +114,12 @@ class MeanTeacher(Method):
         self.lambda_teacher = check_weight("lambda_teacher", lambda_teacher)
         self.distillation = Distillation(temperature, kl_direction, t2_scale)
         self.teacher: AveragedModel | None = None
+        self.steps_per_epoch: int | None = None
 
     def setup(self, model: nn.Module, *, epochs: int | None = None, steps_per_epoch: int | None = None) -> None:
         """Create the EMA teacher as a copy of ``model`` (call after moving the model to its device)."""
         self.teacher = ema_teacher(model, self.ema_decay)
+        self.steps_per_epoch = steps_per_epoch
 
     def _require_teacher(self, what: str) -> AveragedModel:
         if self.teacher is None:
@@ -134,6 +136,9 @@ class MeanTeacher(Method):
         ce = cross_entropy(logits, targets)
         z = frozen_probs(teacher.module, inputs, self.distillation.temperature)
         kd = self.distillation.kl(logits, z)
+        # An EMA with decay α averages weights 1/(1 − α) steps old on average.
+        age = 1 / ((1 - self.ema_decay) * self.steps_per_epoch) if self.steps_per_epoch and self.ema_decay < 1 else None
+        self.teacher_monitor.record("ema", z, logits, targets, temperature=self.distillation.temperature, age=age)
         loss = ce + self.lambda_teacher * kd
         self._components = {"ce": ce.detach(), "kd": kd.detach(), "total": loss.detach()}
         return loss

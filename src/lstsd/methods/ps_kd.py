@@ -116,6 +116,7 @@ class PSKD(Method):
         targets = targets.to(logits.device)
 
         previous, recorded = self.predictions.read(indices)
+        self.teacher_monitor.record("previous", previous, logits, targets, temperature=1.0, mask=recorded, age=1)
         q = pskd_targets(targets, previous, recorded, self.alpha(epoch), self.num_classes)
         loss = soft_cross_entropy(logits, q)
 

@@ -92,6 +92,9 @@ class SnapshotDistillation(CyclicSnapshotMethod):
             z = frozen_probs(self.teacher, inputs, self.distillation.temperature)
             kd = self.distillation.kl(logits, z)
             loss = ce + self.lambda_teacher * kd
+            age = epoch - (self.generations.index(epoch) * self.generations.length - 1)
+            self.teacher_monitor.record("snapshot", z, logits, targets, temperature=self.distillation.temperature,
+                                        age=age)
         else:
             kd = torch.zeros((), device=ce.device)
             loss = ce

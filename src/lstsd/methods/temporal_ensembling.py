@@ -125,6 +125,9 @@ class TemporalEnsembling(Method):
         weight = self.weight(epoch)
         target, mask = self.targets(indices)                      # before this batch's update
         kd = self.distillation.kl(logits, target, mask)
+        # The ensemble weighs the prediction k epochs old by (1 − α)α^(k−1): 1/(1 − α) epochs old on average.
+        self.teacher_monitor.record("ensemble", target, logits, targets, temperature=self.distillation.temperature,
+                                    mask=mask, age=1 / (1 - self.ensemble_momentum))
         loss = ce + weight * kd if weight > 0 else ce
 
         # Every rank's predictions, once each, under torch.distributed (this batch's otherwise).

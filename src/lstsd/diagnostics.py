@@ -1,0 +1,103 @@
+"""Teacher diagnostics: is each teacher *good* and *different* from the student? (the paper's thesis)
+
+The paper argues (Introduction) that a teacher helps when it is both good (a recent snapshot) and
+different from the student (an old one), and that LSTSD's two per-sample teachers give both. A
+:class:`TeacherMonitor` measures it from what every training step already computes (the teacher's
+targets and the student's logits: no extra forward pass), per teacher and per epoch:
+
+* ``quality``: accuracy (%) of the teacher's argmax against the labels, over the samples it covers;
+* ``kl``: mean KL(teacher ‖ student softened at T) over those samples;
+* ``disagreement``: % of those samples whose teacher argmax differs from the student's;
+* ``coverage``: % of the epoch's training samples that had a target from this teacher;
+* ``age``: how old the teacher is, in epochs (set by the method: e.g. 1 for LSTSD's short-term
+  teacher, up to E for its long-term one).
+
+Sums stay on the device during the epoch; :meth:`TeacherMonitor.summary` reads them once.
+
+Example:
+    >>> monitor = TeacherMonitor()
+    >>> teacher = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
+    >>> student_logits = torch.tensor([[2.0, 0.0], [2.0, 0.0], [0.0, 0.0]])
+    >>> monitor.record("short", teacher, student_logits, torch.tensor([0, 0, 1]), temperature=1.0,
+    ...                mask=torch.tensor([True, True, False]), age=1.0)
+    >>> s = monitor.summary()
+    >>> s["short_quality"], s["short_disagreement"], s["short_coverage"], s["short_age"]
+    (50.0, 50.0, 66.66666666666667, 1.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["DIAGNOSTICS", "TeacherMonitor"]
+
+DIAGNOSTICS = ("quality", "kl", "disagreement", "coverage", "age")
+# Sums kept per teacher: samples seen, samples covered, correct, KL sum, disagreements.
+_SEEN, _COVERED, _CORRECT, _KL, _DISAGREE = range(5)
+
+
+class TeacherMonitor:
+    """Per-teacher sums over an epoch's training steps, kept on the device; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.ages: dict[str, float] = {}
+
+    @torch.no_grad()
+    def record(self, name: str, teacher_probs: torch.Tensor | None, student_logits: torch.Tensor,
+               targets: torch.Tensor, *, temperature: float, mask: torch.Tensor | None = None,
+               age: float | None = None) -> None:
+        """Add one batch: ``teacher_probs`` (softened at T; ``None``: no target for any sample) against
+        the student's ``student_logits``; ``mask`` marks the samples that have a target."""
+        batch = student_logits.shape[0]
+        device = student_logits.device
+        sums = self.sums.get(name)
+        if sums is None:
+            sums = self.sums[name] = torch.zeros(5, dtype=torch.float64, device=device)
+        if age is not None:
+            self.ages[name] = float(age)
+        if teacher_probs is None or batch == 0:
+            sums[_SEEN] += batch
+            return
+        covered = torch.ones(batch, dtype=torch.bool, device=device) if mask is None else mask.to(device)
+        z = teacher_probs.float()
+        log_p = F.log_softmax(student_logits.detach().float() / temperature, dim=1)
+        kl = (torch.xlogy(z, z) - z * log_p).sum(dim=1)
+        teacher_class = z.argmax(dim=1)
+        step = torch.stack([
+            torch.tensor(float(batch), device=device, dtype=torch.float64),
+            covered.double().sum(),
+            ((teacher_class == targets.to(device)) & covered).double().sum(),
+            torch.where(covered, kl, torch.zeros_like(kl)).double().sum(),
+            ((teacher_class != log_p.argmax(dim=1)) & covered).double().sum()])
+        sums += step
+
+    def reset(self) -> None:
+        """Forget the sums (call at the start of every epoch)."""
+        self.sums.clear()
+
+    def summary(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+        """``{"<teacher>_<diagnostic>": value}`` for the epoch so far (one host synchronisation).
+
+        ``reduce`` sums the raw sums over processes under torch.distributed (e.g. an all-reduce).
+        A teacher that covered no sample reports only its coverage (0) and age.
+        """
+        if not self.sums:
+            return {}
+        names = sorted(self.sums)
+        stacked = torch.stack([self.sums[n] for n in names])
+        if reduce is not None:
+            stacked = reduce(stacked)
+        out: dict[str, float] = {}
+        for name, (seen, covered, correct, kl, disagree) in zip(names, stacked.tolist()):
+            out[f"{name}_coverage"] = 100.0 * covered / seen if seen else 0.0
+            if covered:
+                out[f"{name}_quality"] = 100.0 * correct / covered
+                out[f"{name}_kl"] = kl / covered
+                out[f"{name}_disagreement"] = 100.0 * disagree / covered
+            if name in self.ages:
+                out[f"{name}_age"] = self.ages[name]
+        return out
