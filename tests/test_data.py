@@ -94,7 +94,12 @@ def test_fashion_search_order(tmp_path, monkeypatch):
     monkeypatch.setenv("LSTSD_DATA", str(tmp_path / "env"))
     assert load_fashion_mnist(verify_checksums=False).train.labels[0] == 2
     assert load_fashion_mnist(tmp_path / "explicit", verify_checksums=False).train.labels[0] == 1
-    assert load_fashion_mnist(tmp_path / "empty", verify_checksums=False).train.labels[0] == 2  # falls through
+    # a folder named explicitly is the only place looked at: no silent fall-back to $LSTSD_DATA or the system copy
+    with pytest.raises(FileNotFoundError, match="not in .*empty \\(named by --data-dir\\)"):
+        load_fashion_mnist(tmp_path / "empty", verify_checksums=False)
+    monkeypatch.setenv("LSTSD_DATA", str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="named by \\$LSTSD_DATA.*unset LSTSD_DATA"):
+        load_fashion_mnist(verify_checksums=False)
 
 
 @pytest.mark.parametrize(

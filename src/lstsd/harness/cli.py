@@ -2,29 +2,70 @@
 
 ::
 
-    lstsd train --config configs/paper/cifar100_resnet20_lstsd.yaml [--set epochs=10 ...] [--resume]
+    lstsd train --config configs/paper/cifar100_resnet20_lstsd.yaml [--set epochs=10 lr=0.05 ...] [--resume]
     lstsd compare --preset quick [--methods vanilla,lstsd | all] [--seeds 0,1,2] [--set k=v ...]
     lstsd report runs/compare-quick/*
     lstsd data fetch vader
     lstsd list
+
+Before it trains, ``train`` checks the whole run (the config names its data set, model and method;
+the method accepts its settings; the output folder can be written) and prints the resolved
+settings and the number of steps; ``compare`` checks every run of the comparison the same way
+before the first one starts, and warns when a method's distillation would never start.
+
+Foreseeable faults (a bad config or preset, data missing where it was asked for, an output folder
+that cannot be written, a full disk, a diverged run, Ctrl-C) end with one line on stderr,
+``lstsd <command>: error: <what> — <what to do>``, and exit status 2 (130 after Ctrl-C, with the
+command that resumes). ``--debug`` prints the traceback as well.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import shlex
 import sys
 import time
+import traceback
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from ..methods import available_methods
-from .config import TrainConfig, apply_overrides, config_differences, load_config, read_yaml
-from .registry import available_datasets, available_models
-from .report import collect, cost_table, results_table, write_plots
-from .trainer import CHECKPOINT, CONFIG, RESULTS, Trainer
+from ..methods import Method, available_methods, create_method
+from .config import (TrainConfig, apply_overrides, check_required, config_differences, load_config, parse_override,
+                     read_yaml)
+from .errors import (ConfigError, ConfigNotFoundError, HarnessError, OutputError, ReportError, is_disk_full,
+                     one_line)
+from .registry import available_datasets, available_models, dataset_entry, model_kind
+from .report import collect, cost_table, find_runs, results_table, write_plots
+
+CONFIG, CHECKPOINT, METRICS, RESULTS = "config.yaml", "checkpoint.pt", "metrics.jsonl", "results.json"
+EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
+# Placeholder sizes to build a method before its data is loaded: enough to check its settings.
+_PLACEHOLDER_SAMPLES, _PLACEHOLDER_CLASSES = 8, 1000
 
 
+@dataclass
+class _Context:
+    """What the error handler needs to say what to do: the command and the run in progress."""
+
+    command: str
+    argv: list[str] = field(default_factory=list)
+    run_dir: Path | None = None
+    run_name: str | None = None
+    position: str = ""
+
+    def command_line(self) -> str:
+        return shlex.join(["lstsd", *self.argv])
+
+
+def _abs(path: str | os.PathLike) -> Path:
+    return Path(os.path.abspath(os.fspath(path)))
+
+
+# ----------------------------------------------------------------------------- presets
 def preset_names() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in resources.files("lstsd.harness.presets").iterdir()
                   if p.name.endswith(".yaml"))
@@ -34,14 +75,15 @@ def load_preset(name: str) -> dict[str, Any]:
     """A preset: ``config`` (the shared run settings), ``methods``, ``seeds``, per-method ``method_args``."""
     path = Path(name)
     if not path.is_file():
-        if name not in preset_names():
-            raise ValueError(f"unknown preset {name!r}; available: {', '.join(preset_names())} "
-                             "(or pass the path of a preset YAML file)")
+        if path.is_dir() or name not in preset_names():
+            raise ConfigNotFoundError(f"unknown preset {name!r}",
+                                      f"use one of {', '.join(preset_names())}, or the path of a preset YAML file")
         path = Path(str(resources.files("lstsd.harness.presets") / f"{name}.yaml"))
     preset = read_yaml(path)
     unknown = set(preset) - {"description", "config", "methods", "seeds", "method_args"}
     if unknown:
-        raise ValueError(f"{path}: unknown preset key(s) {sorted(unknown)}")
+        raise ConfigError(f"{path}: unknown preset key(s) {sorted(unknown)}",
+                          "a preset holds description, config, methods, seeds and method_args")
     preset.setdefault("name", path.stem)
     return preset
 
@@ -63,34 +105,176 @@ def _split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[st
     return shared, per_method
 
 
+# ----------------------------------------------------------------------------- checks before a run
+def check_output_folder(folder: str | os.PathLike, fix: str) -> None:
+    """Raise :class:`~lstsd.harness.errors.OutputError` unless ``folder`` exists as a writable folder
+    or can be created (its nearest existing ancestor is a writable folder). Creates nothing.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     check_output_folder(Path(tmp, "new", "run"), "use --out")      # can be created: fine
+        ...     _ = Path(tmp, "file").write_text("x")
+        ...     check_output_folder(Path(tmp, "file", "run"), "use --out")
+        Traceback (most recent call last):
+        ...
+        lstsd.harness.errors.OutputError: cannot create the output folder .../file/run: .../file is a file — use --out
+    """
+    target = _abs(folder)
+    existing = target
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot create the output folder {target}: {existing} is a file", fix)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        why = "a read-only file system" if _read_only_fs(existing) else "no write permission"
+        raise OutputError(f"cannot write the output folder {target}: {existing} is not writable ({why})", fix)
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def check_run(cfg: TrainConfig, fix: str) -> Method:
+    """Check what can be checked before the data is loaded: the data set and model names, the device
+    and the method's settings. Returns the method built with placeholder sizes (its settings resolved)."""
+    from .trainer import resolve_device
+    try:
+        dataset_entry(cfg.dataset)
+        model_kind(cfg.model)
+    except ValueError as err:
+        raise ConfigError(f"{cfg.name}: {err}", "see `lstsd list`") from None
+    try:
+        resolve_device(cfg.device)
+    except (ValueError, RuntimeError) as err:
+        raise ConfigError(_with_fix(f"{cfg.name}: {err}", "use --set device=auto (or cpu)")) from None
+    try:
+        return create_method(cfg.method, num_samples=_PLACEHOLDER_SAMPLES, num_classes=_PLACEHOLDER_CLASSES,
+                             **cfg.method_args)
+    except (ValueError, TypeError) as err:
+        text = str(err) if str(err).startswith("method ") else f"method {cfg.method!r}: {err}"
+        raise ConfigError(f"{cfg.name}: {one_line(text)}", fix) from None
+
+
+def distillation_warnings(cfg: TrainConfig, method: Method) -> list[str]:
+    """Warnings for a run whose distillation never starts: ``epochs`` ≤ one mini-generation (LSTSD and
+    its variants: ``generation_epochs``; the snapshot methods: ``cycle_epochs``).
+
+    Example:
+        >>> cfg = TrainConfig(dataset="digits", method="lstsd", epochs=3, method_args={"generation_epochs": 3})
+        >>> method = create_method("lstsd", num_samples=8, num_classes=10, **cfg.method_args)
+        >>> print(distillation_warnings(cfg, method)[0])   # doctest: +ELLIPSIS
+        lstsd: epochs=3 ≤ generation_epochs=3: training never reaches a second mini-generation, so distillation never starts ...
+    """
+    generations = getattr(method, "generations", None)
+    length = getattr(generations, "length", None)
+    if not isinstance(length, int) or cfg.epochs > length:
+        return []
+    setting = str(getattr(generations, "name", "generation_epochs")).split()[0]
+    what = ("the ensemble never holds more than one snapshot" if cfg.method == "snapshot_ensembles" else
+            "distillation never starts (the run is plain cross-entropy training)")
+    return [f"{cfg.method}: epochs={cfg.epochs} ≤ {setting}={length}: training never reaches a second "
+            f"mini-generation, so {what} — raise epochs above {length} or lower {setting}"]
+
+
+def describe_run(cfg: TrainConfig) -> str:
+    """One line with the settings that decide what a run costs and means.
+
+    Example:
+        >>> cfg = TrainConfig(name="demo", dataset="digits", model="resnet", model_args={"depth": 8},
+        ...                   method="vanilla", epochs=2, run_dir="/tmp/demo")
+        >>> print(describe_run(cfg))
+        demo: digits (all training samples), model resnet(depth=8), method vanilla (its defaults), 2 epochs, batch 128, sgd lr 0.1, seed 0, device auto, precision auto -> /tmp/demo
+    """
+    subset = "all training samples" if cfg.train_subset is None else f"train_subset={cfg.train_subset:g}"
+    if cfg.val_fraction:
+        subset += f", val_fraction={cfg.val_fraction:g}"
+    model_args = ",".join(f"{k}={v}" for k, v in sorted(cfg.model_args.items()))
+    model = f"{cfg.model}({model_args})" if model_args else cfg.model
+    shown = ", ".join(f"{k}={v}" for k, v in cfg.method_args.items()) or "its defaults"
+    return (f"{cfg.name}: {cfg.dataset} ({subset}), model {model}, method {cfg.method} ({shown})"
+            + f", {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}, seed {cfg.seed}, "
+              f"device {cfg.device}, precision {cfg.precision} -> {_abs(cfg.run_path())}")
+
+
+def describe_steps(trainer: Any) -> str:
+    """The number of steps a built trainer will run (its data is loaded by then)."""
+    cfg = trainer.cfg
+    samples = len(trainer.task.data.train)
+    per_epoch = int(getattr(trainer, "steps_per_epoch", 0) or len(trainer.train_loader))
+    return (f"{samples} training samples, batch {cfg.batch_size}: {per_epoch} steps/epoch × {cfg.epochs} epochs = "
+            f"{per_epoch * cfg.epochs} steps on {getattr(trainer, 'device', cfg.device)} "
+            f"({getattr(trainer, 'precision', cfg.precision)})")
+
+
+def _own_run_folder(config_path: Path) -> Path | None:
+    """The run folder a ``config.yaml`` was written into (it holds the run's files), if it is one."""
+    folder = config_path.parent
+    if config_path.name == CONFIG and any((folder / f).exists() for f in (CHECKPOINT, METRICS, RESULTS)):
+        return _abs(folder)
+    return None
+
+
+# ----------------------------------------------------------------------------- compare
 def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[int] | None = None,
             overrides: list[str] | None = None, out_dir: str | None = None,
-            log=print) -> tuple[list[Path], str]:
-    """Run every method × seed of a preset (reusing finished runs); return run dirs and the report text."""
+            log: Callable[[str], None] = print, warn: Callable[[str], None] | None = None,
+            context: _Context | None = None) -> tuple[list[Path], str]:
+    """Run every method × seed of a preset (reusing finished runs); return run dirs and the report text.
+
+    Every run's settings are checked (:func:`check_run`) before the first one trains.
+    """
+    from .trainer import Trainer
+    warn = warn or (lambda message: print(f"lstsd compare: warning: {message}", file=sys.stderr))
     preset = load_preset(preset_name)
     methods = methods or list(preset.get("methods", ["vanilla", "lstsd"]))
     if methods == ["all"]:
         methods = available_methods()
     unknown = [m for m in methods if m not in available_methods()]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; available: {', '.join(available_methods())}")
+        raise ConfigError(f"unknown method(s) {unknown}", f"use some of {', '.join(available_methods())}, or all")
     seeds = seeds if seeds is not None else list(preset.get("seeds", [0]))
     root = Path(out_dir or Path("runs") / f"compare-{preset['name']}")
     base = dict(preset.get("config", {}))
+    shared, per_method = _split_overrides(overrides or [])
+    for method in sorted(set(per_method) - set(methods)):
+        warn(f"--set method_args.{method}.… is ignored: {method} is not among the methods compared "
+             f"({', '.join(methods)})")
+    check_required(apply_overrides(base, shared), f"preset {preset['name']!r} (its config: section)",
+                   keys=("dataset", "model"))
+
+    # Every run's config and method, checked before anything trains.
+    plan: list[TrainConfig] = []
+    for method in methods:
+        for seed in seeds:
+            values = dict(base, method=method, seed=seed, name=f"{method}-seed{seed}",
+                          run_dir=str(root / f"{method}-seed{seed}"))
+            values["method_args"] = {**base.get("method_args", {}), **preset.get("method_args", {}).get(method, {})}
+            plan.append(load_config(None, shared + per_method.get(method, []), base=values))
+    fix = "fix the preset's method_args or pass --set method_args.METHOD.KEY=VALUE"
+    checked: set[str] = set()
+    for cfg in plan:
+        built = check_run(cfg, fix)
+        _check_same_run(cfg.run_path(), cfg)
+        if cfg.method not in checked:
+            checked.add(cfg.method)
+            for message in distillation_warnings(cfg, built):
+                warn(message)
+    check_output_folder(root, "choose another folder with --out DIR")
+
     runs: list[Path] = []
-    total = len(methods) * len(seeds)
+    total = len(plan)
     started = time.perf_counter()
     log(f"lstsd compare --preset {preset['name']}: {len(methods)} methods × {len(seeds)} seeds = {total} runs "
-        f"into {root}")
-    shared, per_method = _split_overrides(overrides or [])
-    for k, (method, seed) in enumerate(((m, s) for m in methods for s in seeds), 1):
-        values = dict(base, method=method, seed=seed, name=f"{method}-seed{seed}",
-                      run_dir=str(root / f"{method}-seed{seed}"))
-        values["method_args"] = {**base.get("method_args", {}), **preset.get("method_args", {}).get(method, {})}
-        cfg = load_config(None, shared + per_method.get(method, []), base=values)
+        f"into {_abs(root)}")
+    for k, cfg in enumerate(plan, 1):
         run_dir = cfg.run_path()
         runs.append(run_dir)
-        _check_same_run(run_dir, cfg)
+        if context is not None:
+            context.run_dir, context.run_name, context.position = run_dir, cfg.name, f"{k}/{total}"
         if (run_dir / RESULTS).is_file():
             log(f"[{k}/{total}] {cfg.name}: finished earlier, reused ({run_dir})")
             continue
@@ -101,6 +285,8 @@ def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[i
         log(f"[{k}/{total}] {cfg.name}: {headline} {results['final'].get(headline, float('nan')):.2f} "
             f"in {results['cost']['train_seconds']:.0f}s of training "
             f"({time.perf_counter() - started:.0f}s elapsed)")
+    if context is not None:
+        context.run_dir = None
     return runs, _tables_and_plots(runs, root / "plots", methods=methods)
 
 
@@ -111,40 +297,94 @@ def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
         return
     diff = config_differences(read_yaml(saved_path), cfg.to_dict())
     if diff:
-        raise ValueError(f"{run_dir} holds a run with other settings ({', '.join(diff)} differ); "
-                         "pass --out with a fresh folder for this comparison")
+        raise ConfigError(f"{_abs(run_dir)} holds a run with other settings ({', '.join(diff)} differ)",
+                          "pass --out with a fresh folder for this comparison")
 
 
-def report(run_dirs: list[str], out_dir: str | None = None) -> str:
-    """The tables of finished runs; the plots go to ``out_dir`` (default: ``plots`` beside the runs)."""
-    return _tables_and_plots(run_dirs, Path(out_dir) if out_dir else Path(run_dirs[0]).parent / "plots")
+# ----------------------------------------------------------------------------- report
+def _default_plots_dir(paths: list[str], runs: list[Path]) -> Path:
+    """``plots/`` in the comparison folder given, else beside the runs (in their common folder)."""
+    if len(paths) == 1 and Path(paths[0]).is_dir() and not (Path(paths[0]) / RESULTS).exists() \
+            and all(_abs(r).parent == _abs(paths[0]) for r in runs):
+        return _abs(paths[0]) / "plots"
+    return Path(os.path.commonpath([str(_abs(r).parent) for r in runs])) / "plots"
+
+
+def report(run_dirs: list[str], out_dir: str | None = None,
+           note: Callable[[str], None] | None = None) -> str:
+    """The tables of finished runs; the plots go to ``out_dir`` (default: ``plots`` beside the runs).
+
+    ``run_dirs`` may name run folders, comparison folders and glob patterns; what is not a finished
+    run is skipped, each with a line to ``note`` (default: stderr).
+    """
+    note = note or (lambda message: print(f"lstsd report: note: {message}", file=sys.stderr))
+    paths = [os.fspath(p) for p in run_dirs]
+    runs, notes = find_runs(paths)
+    records = collect(runs, notes)
+    for message in notes:
+        note(message)
+    if not records:
+        what = (f"{_abs(paths[0])} is not a finished run nor a folder of finished runs" if len(paths) == 1 else
+                f"none of the {len(paths)} paths given is a finished run or a folder of finished runs")
+        raise ReportError(what, "pass run folders that hold results.json, a comparison folder (lstsd compare "
+                                "--out DIR), or a glob such as runs/compare-quick/*")
+    plots_dir = Path(out_dir) if out_dir else _default_plots_dir(paths, runs)
+    check_output_folder(plots_dir, "pass --out DIR for the plots")
+    return _tables_and_plots_of(records, plots_dir)
 
 
 def _tables_and_plots(run_dirs: list[str] | list[Path], plots_dir: Path, methods: list[str] | None = None) -> str:
     """The results and cost tables of finished runs, and the paths of their plots, written to ``plots_dir``."""
-    records = collect(run_dirs)
+    notes: list[str] = []
+    records = collect(run_dirs, notes)
+    for message in notes:
+        print(f"lstsd: note: {message}", file=sys.stderr)
+    return _tables_and_plots_of(records, plots_dir, methods)
+
+
+def _tables_and_plots_of(records: list, plots_dir: Path, methods: list[str] | None = None) -> str:
     plots = write_plots(records, plots_dir)
     return "\n\n".join([results_table(records, methods=methods), cost_table(records),
                         "Plots:\n" + "\n".join(f"  {p}" for p in plots)])
 
 
+# ----------------------------------------------------------------------------- subcommands
 def _train(args: argparse.Namespace) -> None:
+    from .trainer import Trainer
+    ctx: _Context = args.context
+    config_path = Path(args.config)
     overrides = list(args.overrides)
     if args.data_dir:
         overrides.append(f"data_dir={args.data_dir}")
     if args.download:
         overrides.append("download=true")
-    values = apply_overrides(read_yaml(args.config), overrides)
-    values.setdefault("name", Path(args.config).stem)
+    values = apply_overrides(read_yaml(config_path), overrides)
+    check_required(values, str(config_path))
+    values.setdefault("name", config_path.stem)
+    own = _own_run_folder(config_path)
+    overridden = {parse_override(text)[0][0] for text in overrides}
+    if own is not None and not overridden & {"run_dir", "out_dir", "name"}:
+        values["run_dir"] = str(own)      # a run's own config.yaml resumes that run, from any folder
     cfg = load_config(None, [], base=values)
-    results = Trainer(cfg).fit(resume=args.resume)
-    print(f"finished: {results['final']} -> {cfg.run_path() / RESULTS}")
+    ctx.run_dir, ctx.run_name = cfg.run_path(), cfg.name
+    check_output_folder(cfg.run_path(), "choose a writable folder with --set out_dir=DIR (or run_dir=DIR)")
+    method = check_run(cfg, "fix method_args in the config file or pass --set method_args.KEY=VALUE")
+    print(f"lstsd train: {describe_run(cfg)}", flush=True)
+    for message in distillation_warnings(cfg, method):
+        print(f"lstsd train: warning: {message}", file=sys.stderr, flush=True)
+    trainer = Trainer(cfg)
+    print(f"lstsd train: {describe_steps(trainer)}", flush=True)
+    results = trainer.fit(resume=args.resume)
+    print(f"finished: {results['final']} -> {_abs(cfg.run_path() / RESULTS)}")
 
 
 def _compare(args: argparse.Namespace) -> None:
-    seeds = [int(s) for s in _csv(args.seeds)] if args.seeds else None
+    try:
+        seeds = [int(s) for s in _csv(args.seeds)] if args.seeds else None
+    except ValueError:
+        raise ConfigError(f"--seeds {args.seeds!r} is not a list of integers", "write it as --seeds 0,1,2") from None
     _, text = compare(args.preset, methods=_csv(args.methods), seeds=seeds, overrides=args.overrides,
-                      out_dir=args.out)
+                      out_dir=args.out, context=args.context)
     print("\n" + text)
 
 
@@ -164,54 +404,130 @@ def _list(args: argparse.Namespace) -> None:
     print("presets: " + ", ".join(preset_names()))
 
 
+# ----------------------------------------------------------------------------- errors
+def _continue_hint(ctx: _Context) -> str:
+    """How to go on after a run stopped: the exact command, with absolute paths."""
+    if ctx.command == "compare":
+        return ("run the same command again (finished runs are reused, an interrupted one resumes): "
+                + ctx.command_line())
+    if ctx.run_dir is not None and (ctx.run_dir / CHECKPOINT).is_file() and (ctx.run_dir / CONFIG).is_file():
+        return f"continue with: lstsd train --config {_abs(ctx.run_dir / CONFIG)} --resume"
+    return f"no epoch was saved yet: run the same command again: {ctx.command_line()}"
+
+
+def _output_fix(ctx: _Context) -> str:
+    return {"train": "choose a writable folder with --set out_dir=DIR",
+            "compare": "choose a writable folder with --out DIR",
+            "report": "write the plots elsewhere with --out DIR"}.get(ctx.command, "choose a writable folder")
+
+
+def _with_fix(message: str, fix: str) -> str:
+    """``message — fix`` unless the message already says what to do."""
+    message = one_line(message)
+    return message if " — " in message or "; " in message else f"{message} — {fix}"
+
+
+def explain(err: BaseException, ctx: _Context) -> str | None:
+    """The one-line message for a foreseeable fault, or ``None`` for an unforeseen one (a bug: traceback)."""
+    # In a comparison, a fault while a run trains names the run first.
+    run = f"{ctx.run_name} ({ctx.position}): " if ctx.command == "compare" and ctx.run_dir is not None else ""
+    if is_disk_full(err):
+        where = getattr(err, "filename", None) or (_abs(ctx.run_dir) if ctx.run_dir else "the output folder")
+        return f"{run}the disk is full (writing {where}) — free space there, then {_continue_hint(ctx)}"
+    if isinstance(err, FloatingPointError):   # the trainer's divergence check (DivergedError is one too)
+        return run + _with_fix(str(err), "lower lr or use precision=fp32, and start a new run")
+    if isinstance(err, HarnessError):
+        return run + str(err)
+    if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{run}cannot write {err.filename or 'the output'}: {err.strerror} — {_output_fix(ctx)}"
+    if isinstance(err, (NotADirectoryError, IsADirectoryError)) or (
+            isinstance(err, FileExistsError) and err.filename is not None and err.errno == errno.EEXIST):
+        return (f"{err.filename}: {err.strerror} (a file is where a folder should be, or the other way round)"
+                f" — {_output_fix(ctx)}")
+    if isinstance(err, ModuleNotFoundError):
+        return _with_fix(str(err), f"install it: pip install {err.name or 'the missing package'}")
+    if isinstance(err, (ValueError, FileNotFoundError, FileExistsError, TypeError, ImportError)):
+        return _with_fix(str(err), f"see lstsd {ctx.command} --help")
+    if isinstance(err, OSError):
+        return run + _with_fix(str(err), f"check the path and the disk, then {_continue_hint(ctx)}"
+                         if ctx.command in ("train", "compare") else "check the path")
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lstsd`` parser; each subcommand sets ``func``, the function that runs it."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error, not only its one-line message")
     parser = argparse.ArgumentParser(prog="lstsd", description="Long Short-Term Sample Distillation: "
                                      "train, compare and report one-generation teacher-student methods.")
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help="show the traceback of an error, not only its one-line message")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="one run into a run directory")
-    train.add_argument("--config", required=True, help="a YAML config (configs/paper/, configs/offline/)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value (repeatable), e.g. --set epochs=10 --set method_args.temperature=1")
+    train = sub.add_parser("train", parents=[common], help="one run into a run directory")
+    train.add_argument("--config", required=True, help="a YAML config (configs/paper/, configs/offline/) that names "
+                       "at least dataset, model and method; or a run's config.yaml (with --resume)")
+    train.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                       help="override config values, e.g. --set epochs=10 method_args.temperature=1 "
+                            "(repeatable; method=NAME takes method_args.NAME when the config has one)")
     train.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
-    train.add_argument("--data-dir", help="where the data set files are (overrides data_dir)")
+    train.add_argument("--data-dir", help="the folder that holds the data set files (overrides data_dir and "
+                       "$LSTSD_DATA; the data must be there)")
     train.add_argument("--download", action="store_true", help="download a missing data set when online")
     train.set_defaults(func=_train)
 
-    comp = sub.add_parser("compare", help="every method × seed of a preset, then a table and plots")
+    comp = sub.add_parser("compare", parents=[common], help="every method × seed of a preset, then a table and plots")
     comp.add_argument("--preset", required=True, help="a preset name (see `lstsd list`) or a preset YAML file")
     comp.add_argument("--methods", help="comma-separated method names, or 'all'")
     comp.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
-    comp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+    comp.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                       help="override the shared config (e.g. epochs=20), or one method's settings with "
-                           "method_args.METHOD.KEY=VALUE (e.g. method_args.lstsd.generation_epochs=4)")
+                           "method_args.METHOD.KEY=VALUE (e.g. method_args.lstsd.generation_epochs=4); repeatable")
     comp.add_argument("--out", help="output folder (default runs/compare-PRESET)")
     comp.set_defaults(func=_compare)
 
-    rep = sub.add_parser("report", help="the table and plots from finished runs")
-    rep.add_argument("run_dirs", nargs="+")
-    rep.add_argument("--out", help="where to write the plots (default: beside the runs)")
+    rep = sub.add_parser("report", parents=[common], help="the table and plots from finished runs")
+    rep.add_argument("run_dirs", nargs="+", metavar="PATH",
+                     help="run folders, comparison folders or glob patterns (what is not a finished run is skipped)")
+    rep.add_argument("--out", help="where to write the plots (default: plots/ beside the runs)")
     rep.set_defaults(func=_report)
 
-    data = sub.add_parser("data", help="obtain data sets that install offline")
+    data = sub.add_parser("data", parents=[common], help="obtain data sets that install offline")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    fetch = data_sub.add_parser("fetch", help="download and cache a data set")
+    fetch = data_sub.add_parser("fetch", parents=[common], help="download and cache a data set")
     fetch.add_argument("name", choices=["vader"])
     fetch.add_argument("--force", action="store_true")
     fetch.set_defaults(func=_data_fetch)
 
-    sub.add_parser("list", help="the registered methods, models, data sets and presets").set_defaults(func=_list)
+    sub.add_parser("list", parents=[common], help="the registered methods, models, data sets and presets") \
+        .set_defaults(func=_list)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    ctx = _Context(command=args.command, argv=argv)
+    args.context = ctx
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as err:
-        print(f"lstsd {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            traceback.print_exc()
+        where = f" during {ctx.run_name}" + (f" ({ctx.position})" if ctx.position else "") if ctx.run_name else ""
+        print(f"lstsd {ctx.command}: error: interrupted{where} — {_continue_hint(ctx)}"
+              if ctx.command in ("train", "compare") else f"lstsd {ctx.command}: error: interrupted — run it again",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - foreseeable faults become one line; the others re-raise
+        message = explain(err, ctx)
+        if message is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"lstsd {ctx.command}: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
     return 0
 
 

@@ -11,6 +11,22 @@ Example:
 
     A YAML file (``configs/`` holds the paper's recipes and runnable-here versions) comes between
     the defaults and the overrides: ``load_config("configs/offline/digits_lstsd.yaml", ["epochs=4"])``.
+
+``method_args`` may hold the settings of several methods, keyed by method name; the run takes
+those of its ``method`` (none for a method without an entry), so one config serves every method
+(``--set method=vanilla`` drops LSTSD's settings). Keys that are not method names apply to
+whichever method runs, on top:
+
+    >>> args = {"lstsd": {"generation_epochs": 6}, "mean_teacher": {"ema_decay": 0.99}}
+    >>> [load_config(None, [f"method={m}"], base={"method_args": args}).method_args
+    ...  for m in ("lstsd", "mean_teacher", "vanilla")]
+    [{'generation_epochs': 6}, {'ema_decay': 0.99}, {}]
+    >>> load_config(None, ["method_args.temperature=1"], base={"method_args": args}).method_args
+    {'generation_epochs': 6, 'temperature': 1}
+
+The CLI asks a config file to name its data set, model and method (:data:`REQUIRED_KEYS`,
+:func:`check_required`): the defaults alone would start a 164-epoch ResNet-20 run on all of
+Fashion-MNIST.
 """
 
 from __future__ import annotations
@@ -21,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from .errors import ConfigError, ConfigNotFoundError
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 PROGRESS = ("auto", "bar", "none")
@@ -28,6 +46,8 @@ PROGRESS = ("auto", "bar", "none")
 # Settings that may differ between a run and its resumption (they do not change the result).
 RESUMABLE_CHANGES = frozenset({"device", "progress", "out_dir", "run_dir", "eval_batch_size", "eval_every", "name",
                                "data_dir", "download"})
+# What a config file must name (the CLI checks it): the defaults alone are a long run nobody asked for.
+REQUIRED_KEYS = ("dataset", "model", "method")
 
 
 @dataclass
@@ -66,6 +86,7 @@ class TrainConfig:
     lr_milestones: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
     lr_gamma: float = 0.1
     drop_last: bool = False
+    sync_batchnorm: bool = False              # under torchrun: batch-norm statistics over all processes
     # execution
     seed: int = 0
     device: str = "auto"
@@ -76,13 +97,15 @@ class TrainConfig:
     run_dir: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.method_args, dict):
+            self.method_args = select_method_args(self.method_args, self.method)
         self.validate()
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad value and what is allowed."""
         def need(ok: bool, message: str) -> None:
             if not ok:
-                raise ValueError(f"config: {message}")
+                raise ConfigError(f"config: {message}", "change it in the config file or with --set KEY=VALUE")
         need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         need(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
@@ -100,6 +123,8 @@ class TrainConfig:
         need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         need(self.progress in PROGRESS, f"progress must be one of {PROGRESS}, got {self.progress!r}")
         need(self.augment_padding >= 0, f"augment_padding must be >= 0, got {self.augment_padding}")
+        need(known_device(self.device), f"device {self.device!r} is not a device torch knows "
+                                        "(use auto, cpu, cuda, cuda:N or mps)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -121,7 +146,8 @@ class TrainConfig:
         if unknown:
             hints = [_closest(k, known) for k in unknown]
             extra = "".join(f" (did you mean {h!r}?)" for h in hints if h)
-            raise ValueError(f"config: unknown key(s) {unknown}{extra}; valid keys: {sorted(known)}")
+            raise ConfigError(f"config: unknown key(s) {unknown}{extra}",
+                              f"remove or rename it; valid keys: {', '.join(sorted(known))}")
         types = get_type_hints(cls)
         return cls(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
 
@@ -139,6 +165,71 @@ def config_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
 
 
+def known_device(name: str) -> bool:
+    """Whether ``name`` is ``"auto"`` or a device string torch can parse (available or not).
+
+    Example:
+        >>> known_device("auto"), known_device("cuda:1"), known_device("tpu")
+        (True, True, False)
+    """
+    if name == "auto":
+        return True
+    import torch
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        return False
+    return True
+
+
+def select_method_args(method_args: dict[str, Any], method: str) -> dict[str, Any]:
+    """The settings of ``method`` when ``method_args`` is keyed by method name; else ``method_args``.
+
+    Entries whose key is a registered method name and whose value is a mapping are per-method
+    settings: ``method``'s entry is kept, the others dropped. Other keys apply to ``method`` on
+    top of its entry.
+
+    Example:
+        >>> select_method_args({"lstsd": {"generation_epochs": 3}, "temperature": 1.0}, "lstsd")
+        {'generation_epochs': 3, 'temperature': 1.0}
+        >>> select_method_args({"lstsd": {"generation_epochs": 3}}, "vanilla")
+        {}
+        >>> select_method_args({"generation_epochs": 3}, "lstsd")
+        {'generation_epochs': 3}
+    """
+    from ..methods import available_methods
+    names = set(available_methods())
+    per_method = {k for k, v in method_args.items() if k in names and isinstance(v, dict)}
+    if not per_method:
+        return dict(method_args)
+    chosen = dict(method_args.get(method, {})) if method in per_method else {}
+    chosen.update({k: v for k, v in method_args.items() if k not in per_method})
+    return chosen
+
+
+def check_required(values: dict[str, Any], where: str, keys: tuple[str, ...] = REQUIRED_KEYS) -> None:
+    """Raise :class:`~lstsd.harness.errors.ConfigError` unless ``values`` name every one of ``keys``.
+
+    Example:
+        >>> check_required({"dataset": "digits", "model": "resnet", "method": "lstsd"}, "x.yaml")
+        >>> check_required({"dataset": "digits"}, "x.yaml")
+        Traceback (most recent call last):
+        ...
+        lstsd.harness.errors.ConfigError: x.yaml does not name the model and method to use ...
+    """
+    missing = [k for k in keys if values.get(k) in (None, "")]
+    if not missing:
+        return
+    names = missing[0] if len(missing) == 1 else ", ".join(missing[:-1]) + " and " + missing[-1]
+    examples = {"dataset": "dataset: digits", "model": "model: resnet20", "method": "method: lstsd"}
+    add = "; ".join(examples.get(k, f"{k}: ...") for k in missing)
+    flags = " ".join(f"--set {k}=NAME" for k in missing)
+    raise ConfigError(f"{where} does not name the {names} to use (the defaults would start a 164-epoch "
+                      "ResNet-20 run on all of Fashion-MNIST)",
+                      f"add {add} to it (configs/offline/ has complete examples; `lstsd list` names them all), "
+                      f"or pass {flags}")
+
+
 def _closest(key: str, known: set[str]) -> str | None:
     import difflib
     match = difflib.get_close_matches(key, sorted(known), n=1)
@@ -152,9 +243,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if value is None:
         if optional:
             return None
-        raise ValueError(f"config: {key} may not be null")
+        raise ConfigError(f"config: {key} may not be null", f"give {key} a value or leave the key out")
     def bad(kind: str) -> ValueError:
-        return ValueError(f"config: {key} must be {kind}, got {value!r} ({type(value).__name__})")
+        return ConfigError(f"config: {key} must be {kind}, got {value!r} ({type(value).__name__})",
+                           "change it in the config file or with --set KEY=VALUE")
     if hint is bool:
         if not isinstance(value, bool):
             raise bad("true or false")
@@ -191,15 +283,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``"a.b=value"`` into ``(["a", "b"], parsed value)``; values are parsed as YAML."""
     import yaml
     if "=" not in text:
-        raise ValueError(f"override {text!r} must look like key=value (e.g. epochs=10 or method_args.temperature=1)")
+        raise ConfigError(f"override {text!r} is not key=value",
+                          "write it as key=value, e.g. --set epochs=10 method_args.temperature=1")
     key, raw = text.split("=", 1)
     path = key.strip().split(".")
     if not all(path):
-        raise ValueError(f"override {text!r} has an empty key")
+        raise ConfigError(f"override {text!r} has an empty key", "write it as key=value, e.g. --set epochs=10")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
-        raise ValueError(f"override {text!r}: cannot parse the value: {err}") from None
+        raise ConfigError(f"override {text!r}: cannot parse the value: {err}",
+                          "quote the value as YAML, e.g. --set 'model_args={depth: 8}'") from None
     return path, value
 
 
@@ -212,7 +306,8 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
         for part in path[:-1]:
             nxt = target.setdefault(part, {})
             if not isinstance(nxt, dict):
-                raise ValueError(f"override {text!r}: {part} is not a mapping")
+                raise ConfigError(f"override {text!r}: {part} is not a mapping",
+                                  f"set {part} itself, e.g. --set {part}=VALUE")
             target = nxt
         target[path[-1]] = value
     return values
@@ -222,15 +317,25 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML mapping, with errors that name the file."""
     import yaml
     p = Path(path)
+    if p.is_dir():
+        inside = p / "config.yaml"
+        fix = (f"pass the run's config file: --config {inside}" if inside.is_file() else
+               "pass a YAML file (the paper's recipes are in configs/paper/, runnable-here versions in "
+               "configs/offline/)")
+        raise ConfigError(f"{str(p)!r} is a folder, not a config file", fix)
     if not p.is_file():
-        raise FileNotFoundError(f"config file {str(p)!r} not found (the paper's recipes are in configs/paper/, "
-                                "runnable-here versions in configs/offline/)")
+        raise ConfigNotFoundError(f"config file {str(p)!r} not found",
+                                  "check the path (the paper's recipes are in configs/paper/, runnable-here "
+                                  "versions in configs/offline/)")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ValueError(f"{p}: not valid YAML: {err}") from None
+        raise ConfigError(f"{p}: not valid YAML: {err}", "fix the YAML syntax at the line named") from None
+    except (UnicodeDecodeError, OSError) as err:
+        raise ConfigError(f"{p}: cannot be read as text ({err})", "pass a YAML config file") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{p}: a config must be a mapping of keys to values, got {type(data).__name__}")
+        raise ConfigError(f"{p}: a config must be a mapping of keys to values, got {type(data).__name__}",
+                          "write it as `key: value` lines (see configs/offline/digits_lstsd.yaml)")
     return data
 
 

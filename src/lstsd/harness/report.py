@@ -1,5 +1,17 @@
 """Tables and plots from finished runs, in the paper's layouts.
 
+Which runs (:func:`find_runs`): run folders, comparison folders (a folder of run folders, such as
+``runs/compare-quick``) and glob patterns, in any mix. What is not a finished run is skipped with a
+note (a ``plots/`` folder, a stray file, an unfinished run: the note says how to finish it, with
+absolute paths so the command works from any folder). A folder given twice counts once.
+
+Which runs are averaged (:func:`group_runs`): only runs whose settings are the same except the
+seed. Settings are read from each run's ``config.yaml``; the keys that never change a result
+(:data:`IGNORED_KEYS`: :data:`~lstsd.harness.config.RESUMABLE_CHANGES`, ``seed``, ``name``) are
+left out, and ``method_args`` are compared with the method's defaults filled in. Runs of one method
+whose settings differ get rows of their own, labelled by what differs, e.g. ``lstsd (lr=0.05)``.
+Two runs with the same settings *and* seed count once.
+
 Table layouts (:data:`LAYOUTS`), named by what they show:
 
 * ``methods_by_network`` (paper Table 1, one data set): rows = methods, columns = networks.
@@ -9,11 +21,18 @@ Table layouts (:data:`LAYOUTS`), named by what they show:
 When the methods are LSTSD and its variants only (:func:`variants_vs_lstsd`, paper Table 3),
 each cell adds its difference to full LSTSD in parentheses.
 
-Every cell is ``mean ± std`` over seeds (sample std, n − 1), with n shown when runs differ in n.
+Every cell is ``mean ± std`` over seeds (sample std, n − 1) and the table says n: in the caption
+when every cell has the same n, in each cell otherwise. A cell of one seed (n = 1) shows the value
+alone: there is no spread to show.
+
+Epochs: plots and messages count from 1 (``epoch 1/12`` is the first); the ``epoch`` key of
+``metrics.jsonl`` counts from 0, so its row ``"epoch": 0`` is plotted at epoch 1.
 """
 
 from __future__ import annotations
 
+import glob
+import json
 import os
 import re
 import statistics
@@ -22,15 +41,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import RESUMABLE_CHANGES, TrainConfig
+from .errors import ReportError
 from .registry import is_text_dataset
-from .trainer import iterate_runs
 
 LAYOUTS = ("methods_by_network", "network_methods_by_dataset")
+RESULTS, METRICS, CONFIG, CHECKPOINT = "results.json", "metrics.jsonl", "config.yaml", "checkpoint.pt"
+RUN_FILES = (RESULTS, CONFIG, CHECKPOINT, METRICS)
+# Config keys that never change a run's result, so runs that differ only there are averaged together.
+IGNORED_KEYS = frozenset(RESUMABLE_CHANGES | {"seed", "name"})
+# What places a run in the table (its column and its row's method), so never part of a row's label.
+_PLACE_KEYS = ("dataset", "model", "method")
+_GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 @dataclass
 class RunRecord:
-    """One finished run, as the tables and plots read it (``results.json`` and ``metrics.jsonl``)."""
+    """One finished run, as the tables and plots read it (``results.json``, ``metrics.jsonl``, ``config.yaml``).
+
+    ``label`` is the run's row name: its method, plus the settings that set it apart from other
+    runs of that method when there are any (:func:`group_runs`); empty means the method.
+    """
 
     run_dir: Path
     method: str
@@ -41,15 +72,305 @@ class RunRecord:
     rows: list[dict[str, Any]]
     cost: dict[str, Any]
     metrics: list[str] = field(default_factory=lambda: ["accuracy"])
+    config: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+    data_source: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def row(self) -> str:
+        """The row this run is counted in: ``label`` or, without one, the method."""
+        return self.label or self.method
 
 
-def collect(run_dirs: list[str | os.PathLike]) -> list[RunRecord]:
-    """Read finished runs (``results.json`` + ``metrics.jsonl``)."""
-    return [RunRecord(run_dir=d, method=r["method"], model=r["model"], dataset=r["dataset"], seed=r["seed"],
-                      final=r["final"], rows=rows, cost=r["cost"], metrics=list(r.get("metrics", ["accuracy"])))
-            for d, r, rows in iterate_runs(run_dirs)]
+# ----------------------------------------------------------------------------- finding runs
+def _abs(path: str | os.PathLike) -> str:
+    return os.path.abspath(os.fspath(path))
 
 
+def _is_run_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / name).exists() for name in RUN_FILES)
+
+
+def resume_hint(run_dir: str | os.PathLike) -> str:
+    """What to do with an unfinished run folder, with absolute paths (works from any folder).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     resume_hint(tmp).startswith("nothing to resume")
+        True
+    """
+    run = Path(_abs(run_dir))
+    config = run / CONFIG
+    if config.is_file() and (run / CHECKPOINT).is_file():
+        return f"finish it with: lstsd train --config {config} --resume"
+    if config.is_file():
+        return f"it stopped before its first epoch ended; start it again with: lstsd train --config {config}"
+    return f"nothing to resume there (no {CONFIG}): run it again with the command that made it"
+
+
+def _epochs_done(run: Path) -> str:
+    try:
+        done = sum(1 for line in (run / METRICS).read_text().splitlines() if line.strip())
+    except OSError:
+        done = 0
+    total = "?"
+    try:
+        import yaml
+        total = (yaml.safe_load((run / CONFIG).read_text()) or {}).get("epochs", "?")
+    except Exception:  # noqa: BLE001 - only for the note
+        pass
+    return f"{done}/{total} epochs done"
+
+
+def find_runs(paths: list[str | os.PathLike]) -> tuple[list[Path], list[str]]:
+    """The finished run folders among ``paths``, in order, each once; and notes on what was skipped.
+
+    A path may be a run folder, a comparison folder (its run folders are taken; other entries such
+    as ``plots/`` are passed over silently), a run's ``results.json`` or ``config.yaml``, or a glob
+    pattern the shell did not expand (``'runs/compare-quick/*'``).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     run = Path(tmp, "lstsd-seed0"); run.mkdir(); _ = (run / "results.json").write_text("{}")
+        ...     Path(tmp, "plots").mkdir()
+        ...     runs, notes = find_runs([tmp, run, Path(tmp, "plots")])
+        ...     [p.name for p in runs], [n.split(": ", 1)[1] for n in notes]
+        (['lstsd-seed0'], ['given more than once: counted once', 'not a run (no results.json, config.yaml or checkpoint.pt) nor a folder of runs: skipped'])
+    """
+    runs: list[Path] = []
+    notes: list[str] = []
+    seen: set[str] = set()
+
+    def add(run: Path) -> None:
+        key = os.path.realpath(run)
+        if key in seen:
+            notes.append(f"{_abs(run)}: given more than once: counted once")
+            return
+        seen.add(key)
+        if (run / RESULTS).is_file():
+            runs.append(run)
+        else:
+            notes.append(f"{_abs(run)}: an unfinished run ({_epochs_done(run)}): skipped — {resume_hint(run)}")
+
+    def visit(path: Path) -> None:
+        if path.is_file():
+            if path.name in (RESULTS, CONFIG):
+                visit(path.parent)
+            else:
+                notes.append(f"{_abs(path)}: a file, not a run folder: skipped")
+        elif _is_run_dir(path):
+            add(path)
+        elif path.is_dir():
+            children = [c for c in sorted(path.iterdir()) if _is_run_dir(c)]
+            if children:
+                for child in children:
+                    add(child)
+            else:
+                notes.append(f"{_abs(path)}: not a run (no {RESULTS}, {CONFIG} or {CHECKPOINT}) nor a folder "
+                             "of runs: skipped")
+        else:
+            notes.append(f"{_abs(path)}: does not exist: skipped")
+
+    for item in paths:
+        text = os.fspath(item)
+        if not Path(text).exists() and _GLOB_CHARS.search(text):
+            matches = sorted(glob.glob(os.path.expanduser(text)))
+            if not matches:
+                notes.append(f"{text}: matches nothing: skipped")
+            for match in matches:
+                visit(Path(match))
+        else:
+            visit(Path(text).expanduser())
+    return runs, notes
+
+
+# ----------------------------------------------------------------------------- reading runs
+def _read_json(path: Path, fix: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ReportError(f"{_abs(path)} is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})",
+                          fix) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ReportError(f"{_abs(path)} cannot be read ({err})", fix) from None
+
+
+def read_run(run_dir: str | os.PathLike) -> RunRecord:
+    """One finished run; :class:`~lstsd.harness.errors.ReportError` naming the file that is missing or corrupt."""
+    run = Path(run_dir)
+    results_path = run / RESULTS
+    if not results_path.is_file():
+        raise ReportError(f"{_abs(run)} has no {RESULTS}: it is not a finished run", resume_hint(run))
+    rewrite = (f"delete it and write it again from the final checkpoint with: lstsd train --config "
+               f"{_abs(run / CONFIG)} --resume" if (run / CHECKPOINT).is_file() and (run / CONFIG).is_file()
+               else "run it again")
+    results = _read_json(results_path, rewrite)
+    needed = ("method", "model", "dataset", "seed", "final", "cost")
+    if not isinstance(results, dict) or any(k not in results for k in needed):
+        missing = [k for k in needed if not isinstance(results, dict) or k not in results]
+        raise ReportError(f"{_abs(results_path)} is not an lstsd results file (lacks {', '.join(missing)})", rewrite)
+    rows: list[dict[str, Any]] = []
+    metrics_path = run / METRICS
+    if metrics_path.is_file():
+        for number, line in enumerate(metrics_path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ReportError(f"{_abs(metrics_path)} line {number} is not valid JSON ({err.msg})",
+                                  "delete the broken line, or run the run again") from None
+    config: dict[str, Any] = {}
+    if (run / CONFIG).is_file():
+        import yaml
+        try:
+            config = yaml.safe_load((run / CONFIG).read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ReportError(f"{_abs(run / CONFIG)} is not valid YAML ({err})",
+                              "restore it (results.json and checkpoint.pt hold the same settings)") from None
+    return RunRecord(run_dir=run, method=results["method"], model=results["model"], dataset=results["dataset"],
+                     seed=results["seed"], final=results["final"], rows=rows, cost=results["cost"],
+                     metrics=list(results.get("metrics", ["accuracy"])), config=config,
+                     data_source=dict(results.get("data_source") or {}))
+
+
+def collect(run_dirs: list[str | os.PathLike], notes: list[str] | None = None) -> list[RunRecord]:
+    """Read finished runs and group them (:func:`group_runs`); what was set aside is appended to ``notes``."""
+    records = [read_run(d) for d in run_dirs]
+    kept, grouping_notes = group_runs(records)
+    if notes is not None:
+        notes.extend(grouping_notes)
+    return kept
+
+
+# ----------------------------------------------------------------------------- grouping
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {}
+
+
+def _full_method_args(method: str, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` with the method's defaults filled in (so ``{}`` and the defaults written out compare equal)."""
+    key = method + json.dumps(args, sort_keys=True, default=str)
+    if key not in _METHOD_DEFAULTS:
+        try:
+            from ..methods import create_method
+            _METHOD_DEFAULTS[key] = dict(create_method(method, num_samples=2, num_classes=1000, **args).hparams())
+        except Exception:  # noqa: BLE001 - an unknown or changed method: compare what was written
+            _METHOD_DEFAULTS[key] = dict(args)
+    return _METHOD_DEFAULTS[key]
+
+
+def run_settings(record: RunRecord) -> dict[str, Any]:
+    """The settings that define a run's result, flattened (``method_args.lambda_long``), seed left out.
+
+    Keys a config lacks (written by an older version) take today's defaults; the data's checksum
+    (``results.json``'s ``data_source``) counts as a setting, ``data.sha256`` (``None`` when the run
+    did not record one: such runs are not told apart from the others by it).
+    """
+    config = {**TrainConfig().to_dict(), **record.config} if record.config else {}
+    if config:
+        config["method_args"] = _full_method_args(config.get("method", record.method),
+                                                  dict(config.get("method_args") or {}))
+    flat = {k: v for k, v in _flatten(config).items() if k.split(".")[0] not in IGNORED_KEYS}
+    flat["data.sha256"] = record.data_source.get("sha256")
+    return flat
+
+
+def _show(value: Any, key: str = "") -> str:
+    if key == "data.sha256":
+        return value[:12] if isinstance(value, str) else "unrecorded"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _short(key: str) -> str:
+    name = key.removeprefix("method_args.")
+    return name if name != key and name not in TrainConfig.__dataclass_fields__ else key
+
+
+def group_runs(records: list[RunRecord]) -> tuple[list[RunRecord], list[str]]:
+    """Give each run its row label; drop runs that repeat another's settings and seed. Returns ``(kept, notes)``.
+
+    Runs of one method (in the same column) whose settings differ are labelled by the settings that
+    differ, so they are never averaged together.
+
+    Example:
+        >>> def run(lr, seed):
+        ...     config = {"dataset": "digits", "model": "resnet", "method": "vanilla", "lr": lr, "seed": seed}
+        ...     return RunRecord(Path(f"r{lr}-{seed}"), "vanilla", "resnet", "digits", seed, {}, [], {}, config=config)
+        >>> kept, notes = group_runs([run(0.1, 0), run(0.1, 1), run(0.05, 0), run(0.1, 1)])
+        >>> [r.row for r in kept]
+        ['vanilla (lr=0.1)', 'vanilla (lr=0.1)', 'vanilla (lr=0.05)']
+        >>> "same settings and seed (1) as" in notes[0] and notes[0].endswith("counted once")
+        True
+    """
+    settings = [run_settings(r) for r in records]
+    arms: dict[tuple[str, str, str], dict[str, list[int]]] = defaultdict(dict)
+    for i, (r, s) in enumerate(zip(records, settings)):
+        key = json.dumps(s, sort_keys=True, default=str)
+        arms[(r.dataset, r.model, r.method)].setdefault(key, []).append(i)
+    label_keys: dict[str, set[str]] = defaultdict(set)
+    for (_, _, method), by_settings in arms.items():
+        if len(by_settings) < 2:
+            continue
+        members = [settings[ids[0]] for ids in by_settings.values()]
+        for k in set().union(*members):
+            if k.split(".")[0] in _PLACE_KEYS or k.startswith("model_args."):
+                continue
+            values = {json.dumps(m.get(k), sort_keys=True, default=str) for m in members}
+            if k == "data.sha256":
+                values.discard("null")          # a run that did not record its data is not told apart by it
+            if len(values) > 1:
+                label_keys[method].add(k)
+    kept: list[RunRecord] = []
+    notes: list[str] = []
+    first_of: dict[tuple[Any, ...], RunRecord] = {}
+    for r, s in zip(records, settings):
+        keys = sorted(label_keys.get(r.method, ()))
+        r.label = (f"{r.method} (" + ", ".join(f"{_short(k)}={_show(s.get(k), k)}" for k in keys) + ")") if keys \
+            else r.method
+        identity = (r.dataset, r.model, r.method, json.dumps(s, sort_keys=True, default=str), r.seed)
+        if identity in first_of:
+            notes.append(f"{_abs(r.run_dir)}: same settings and seed ({r.seed}) as {_abs(first_of[identity].run_dir)}"
+                         ": counted once")
+            continue
+        first_of[identity] = r
+        kept.append(r)
+    return kept, notes
+
+
+def _differences_between_rows(records: list[RunRecord]) -> list[str]:
+    """Settings other than the method's own that differ between rows of one column (worth a caption note)."""
+    by_column: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r.config:
+            by_column[(r.dataset, r.model)].append(run_settings(r))
+    keys: set[str] = set()
+    for members in by_column.values():
+        for k in set().union(*members) if members else ():
+            if k.split(".")[0] in _PLACE_KEYS or k.startswith(("model_args.", "method_args.")):
+                continue
+            values = {json.dumps(m.get(k), sort_keys=True, default=str) for m in members}
+            if k == "data.sha256":
+                values.discard("null")
+            if len(values) > 1:
+                keys.add(k)
+    return sorted(keys)
+
+
+# ----------------------------------------------------------------------------- tables
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -89,34 +410,47 @@ def variants_vs_lstsd(methods: list[str]) -> bool:
     return "lstsd" in methods and all(m.startswith("lstsd") for m in methods) and len(methods) > 1
 
 
+def _row_order(records: list[RunRecord], methods: list[str] | None) -> list[str]:
+    labels = list(dict.fromkeys(r.row for r in records))
+    if not methods:
+        return labels
+    method_of = {r.row: r.method for r in records}
+    rank = {m: i for i, m in enumerate(methods)}
+    return sorted(labels, key=lambda label: (rank.get(method_of[label], len(rank)), labels.index(label)))
+
+
 def results_table(records: list[RunRecord], *, methods: list[str] | None = None, split: str = "test",
                   metric: str | None = None, layout: str | None = None) -> str:
     """A markdown table of ``split`` ``metric`` (default: each data set's headline metric).
 
     Args:
-        records: finished runs (:func:`collect`).
+        records: finished runs (:func:`collect`, which also labels runs whose settings differ).
         methods: the rows' methods, in order (default: as first seen).
         split: ``"test"`` or ``"val"``.
         metric: a metric name (default: each run's headline metric).
         layout: one of :data:`LAYOUTS` (default: :func:`choose_layout`).
 
     Example:
-        >>> runs = [RunRecord(Path("."), method, "resnet20", "digits", 0, {"test_accuracy": acc}, [], {})
-        ...         for method, acc in (("vanilla", 90.0), ("lstsd", 92.5))]
+        >>> runs = [RunRecord(Path("."), method, "resnet20", "digits", seed, {"test_accuracy": acc + seed}, [], {})
+        ...         for method, acc in (("vanilla", 90.0), ("lstsd", 92.5)) for seed in (0, 1)]
         >>> print(results_table(runs))
-        test accuracy (%), mean ± std over seeds [0], final epoch
+        test accuracy (%), mean ± std over n = 2 seeds (0, 1), final epoch
         <BLANKLINE>
         | Method | resnet20 |
         |---|---|
-        | vanilla | 90.00 ± 0.00 |
-        | lstsd | 92.50 ± 0.00 |
+        | vanilla | 90.50 ± 0.71 |
+        | lstsd | 93.00 ± 0.71 |
+        >>> print(results_table(runs[::2]).splitlines()[0])   # one seed: n = 1, no "± 0.00"
+        test accuracy (%), one seed per cell (n = 1: no spread to show; seed 0), final epoch
     """
     if not records:
-        raise ValueError("no finished runs to report")
+        raise ReportError("no finished runs to report", "pass run folders that hold results.json, or a "
+                          "comparison folder")
     layout = layout or choose_layout(records)
     if layout not in LAYOUTS:
         raise ValueError(f"unknown table layout {layout!r}; available: {', '.join(LAYOUTS)}")
-    methods = methods or list(dict.fromkeys(r.method for r in records))
+    rows_in_order = _row_order(records, methods)
+    method_of = {r.row: r.method for r in records}
     datasets = list(dict.fromkeys(r.dataset for r in records))
     models = list(dict.fromkeys(r.model for r in records))
     by_dataset = layout == "network_methods_by_dataset"
@@ -124,30 +458,35 @@ def results_table(records: list[RunRecord], *, methods: list[str] | None = None,
         raise ValueError(f"layout methods_by_network shows one data set, these runs have {len(datasets)} "
                          f"({', '.join(datasets)}); use network_methods_by_dataset")
     col_keys = datasets if by_dataset else models
-    row_keys = [(m, meth) for m in models for meth in methods] if by_dataset else [(None, meth) for meth in methods]
+    row_keys = [(m, row) for m in models for row in rows_in_order] if by_dataset else \
+        [(None, row) for row in rows_in_order]
 
-    cells: dict[tuple[Any, str, str], list[float]] = defaultdict(list)
+    cells: dict[tuple[Any, str, str, str], list[float]] = defaultdict(list)
     for r in records:
         name = metric or r.metrics[0]
         col = r.dataset if by_dataset else r.model
         row_model = r.model if by_dataset else None
-        cells[(row_model, r.method, col, "")].append(r.final.get(f"{split}_{name}", float("nan")))
+        cells[(row_model, r.row, col, "")].append(r.final.get(f"{split}_{name}", float("nan")))
         for extra in _predictors([r], split, name):
-            cells[(row_model, r.method, col, extra)].append(r.final[f"{split}_{name}_{extra}"])
+            cells[(row_model, r.row, col, extra)].append(r.final[f"{split}_{name}_{extra}"])
 
-    vs_lstsd = variants_vs_lstsd(methods)
-    reference = {col: _mean_std(cells[(rm, "lstsd", col, "")])[0]
-                 for rm, _ in row_keys for col in col_keys if cells.get((rm, "lstsd", col, ""))} if vs_lstsd else {}
-    ns = {len(v) for v in cells.values()}
+    present_methods = list(dict.fromkeys(r.method for r in records))
+    lstsd_rows = [row for row in rows_in_order if method_of[row] == "lstsd"]
+    vs_lstsd = variants_vs_lstsd(present_methods) and len(lstsd_rows) == 1
+    reference = {(rm, col): _mean_std(cells[(rm, lstsd_rows[0], col, "")])[0]
+                 for rm, _ in row_keys for col in col_keys
+                 if cells.get((rm, lstsd_rows[0], col, ""))} if vs_lstsd else {}
+    ns = {len(v) for v in cells.values() if v}
+    uniform_n = next(iter(ns)) if len(ns) == 1 else None
 
-    def cell(values: list[float], col: str) -> str:
+    def cell(values: list[float], row_model: Any, col: str) -> str:
         if not values:
             return "—"
         mean, std = _mean_std(values)
-        text = f"{mean:.2f} ± {std:.2f}"
-        if vs_lstsd and col in reference:
-            text += f" ({mean - reference[col]:+.2f})"
-        if len(ns) > 1:
+        text = f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ± {std:.2f}"
+        if vs_lstsd and (row_model, col) in reference:
+            text += f" ({mean - reference[(row_model, col)]:+.2f})"
+        if uniform_n is None:
             text += f" (n={len(values)})"
         return text
 
@@ -155,18 +494,28 @@ def results_table(records: list[RunRecord], *, methods: list[str] | None = None,
     header_first = ["Network", "Method"] if by_dataset else ["Method"]
     lines = ["| " + " | ".join(header_first + col_keys) + " |",
              "|" + "---|" * (len(header_first) + len(col_keys))]
-    for row_model, meth in row_keys:
-        extras = sorted({k[3] for k in cells if k[0] == row_model and k[1] == meth and k[3]})
+    for row_model, row in row_keys:
+        extras = sorted({k[3] for k in cells if k[0] == row_model and k[1] == row and k[3]})
         for extra in [""] + extras:
-            values = [cells.get((row_model, meth, col, extra), []) for col in col_keys]
+            values = [cells.get((row_model, row, col, extra), []) for col in col_keys]
             if not any(values):
                 continue
-            label = meth if not extra else f"{meth} ({extra})"
+            label = row if not extra else f"{row} ({extra})"
             first = [row_model or "", label] if by_dataset else [label]
-            lines.append("| " + " | ".join(first + [cell(v, c) for v, c in zip(values, col_keys)]) + " |")
-    seeds = sorted({r.seed for r in records})
-    caption = (f"{split} {'/'.join(metric_names)} (%), mean ± std over seeds {seeds}, final epoch"
+            lines.append("| " + " | ".join(first + [cell(v, row_model, c) for v, c in zip(values, col_keys)]) + " |")
+    seeds = ", ".join(str(s) for s in sorted({r.seed for r in records}))
+    if uniform_n == 1:
+        spread = f"one seed per cell (n = 1: no spread to show; seed {seeds})"
+    elif uniform_n is not None:
+        spread = f"mean ± std over n = {uniform_n} seeds ({seeds})"
+    else:
+        spread = f"mean ± std over seeds ({seeds}), n per cell in parentheses"
+    caption = (f"{split} {'/'.join(metric_names)} (%), {spread}, final epoch"
                + ("; in parentheses: difference to LSTSD" if vs_lstsd else ""))
+    differing = _differences_between_rows(records)
+    if differing:
+        caption += ("\nnote: rows differ in more than the method: " + ", ".join(differing)
+                    + " (see each run's config.yaml)")
     return caption + "\n\n" + "\n".join(lines)
 
 
@@ -175,25 +524,27 @@ def cost_table(records: list[RunRecord]) -> str:
     per: dict[tuple[str, str], list[float]] = defaultdict(list)
     extra: dict[str, int] = {}
     for r in records:
-        per[(r.model, r.method)].append(r.cost["seconds_per_step"])
-        extra[r.method] = r.cost.get("extra_forward_passes", 0)
+        per[(r.model, r.row)].append(r.cost["seconds_per_step"])
+        extra[r.row] = r.cost.get("extra_forward_passes", 0)
     lines = ["| Network | Method | extra forwards/step | ms/step (median) | vs vanilla |", "|---|---|---|---|---|"]
-    for (model, method), values in per.items():
+    for (model, row), values in per.items():
         ms = 1000 * statistics.median(values)
         base = per.get((model, "vanilla"))
         ratio = f"{ms / (1000 * statistics.median(base)):.2f}×" if base else "—"
-        lines.append(f"| {model} | {method} | {extra[method]} | {ms:.1f} | {ratio} |")
+        lines.append(f"| {model} | {row} | {extra[row]} | {ms:.1f} | {ratio} |")
     return ("Cost (wall time of whole runs, measured one after another: a rough figure; "
             "see benchmarks/ for interleaved ratios)\n\n" + "\n".join(lines))
 
 
-def _series(records: list[RunRecord], key: str) -> tuple[list[int], list[float], list[float], list[float]]:
-    """Epochs where every run has ``key``, with the mean, min and max over runs."""
+# ----------------------------------------------------------------------------- plots
+def _series(records: list[RunRecord], key: str,
+            weight: float = 1.0) -> tuple[list[int], list[float], list[float], list[float]]:
+    """1-based epochs where every run has ``key``, with the mean, min and max over runs (× ``weight``)."""
     by_epoch: dict[int, list[float]] = defaultdict(list)
     for r in records:
         for row in r.rows:
             if key in row:
-                by_epoch[row["epoch"]].append(row[key])
+                by_epoch[row["epoch"]].append(weight * row[key])
     epochs = sorted(e for e, v in by_epoch.items() if len(v) == len(records))
     return ([e + 1 for e in epochs], [statistics.fmean(by_epoch[e]) for e in epochs],
             [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs])
@@ -204,23 +555,75 @@ def _file_part(text: str) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9_.]+", "-", text.replace("=", ""))).strip("-")
 
 
-def _band(ax: Any, x: list[int], mean: list[float], lo: list[float], hi: list[float], label: str) -> None:
-    line, = ax.plot(x, mean, marker="o", markersize=3, label=label)
-    ax.fill_between(x, lo, hi, alpha=0.15, color=line.get_color())
+# Distinct marker, size and line style per curve: curves that coincide stay visible (the larger,
+# hollow markers of the earlier curves ring the smaller ones drawn over them).
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+_LINESTYLES = ("-", "--", "-.", ":")
+
+
+def _band(ax: Any, k: int, x: list[int], mean: list[float], lo: list[float], hi: list[float], label: str,
+          **style: Any) -> None:
+    size = max(3.0, 9.0 - 1.5 * (k % 5))
+    options = dict(marker=_MARKERS[k % len(_MARKERS)], markersize=size, linestyle=_LINESTYLES[k % len(_LINESTYLES)],
+                   markerfacecolor="none" if k % 2 == 0 else None, linewidth=1.6, label=label)
+    options.update(style)
+    line, = ax.plot(x, mean, **options)
+    if any(a != b for a, b in zip(lo, hi)):
+        ax.fill_between(x, lo, hi, alpha=0.12, color=line.get_color())
 
 
 def _save(fig: Any, ax: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
+# The weight of each logged loss component in the method's loss, by hyper-parameter name.
+_COMPONENT_WEIGHTS = {"long": "lambda_long", "short": "lambda_short", "kd": "lambda_teacher"}
+
+
+def component_weights(record: RunRecord, parts: list[str]) -> dict[str, float] | None:
+    """The weight of each loss component in the run's total (``ce`` 1, ``long`` λ^L, ...), or ``None``
+    when they cannot be read from its settings or do not add up to the logged total.
+
+    Example:
+        >>> rows = [{"epoch": 0, "loss_ce": 1.0, "loss_long": 0.5, "loss_short": 0.25, "loss_total": 3.2}]
+        >>> run = RunRecord(Path("."), "lstsd", "r", "d", 0, {}, rows, {}, config={"method_args": {}})
+        >>> component_weights(run, ["ce", "long", "short"])
+        {'ce': 1.0, 'long': 2.4, 'short': 4.0}
+    """
+    hparams = _full_method_args(record.method, dict(record.config.get("method_args") or {}))
+    if hparams.get("rampup_epochs"):
+        return None   # the weight changes from epoch to epoch
+    weights: dict[str, float] = {}
+    for part in parts:
+        if part == "ce":
+            weights[part] = 1.0
+        elif _COMPONENT_WEIGHTS.get(part) in hparams:
+            weights[part] = float(hparams[_COMPONENT_WEIGHTS[part]])
+        else:
+            return None
+    for row in record.rows:
+        if "loss_total" in row and all(f"loss_{p}" in row for p in parts):
+            total = sum(weights[p] * row[f"loss_{p}"] for p in parts)
+            if abs(total - row["loss_total"]) > 1e-3 * max(1.0, abs(row["loss_total"])):
+                return None
+    return weights
+
+
 def write_plots(records: list[RunRecord], out_dir: str | os.PathLike, *, split: str = "test") -> list[Path]:
-    """PNG plots: ``split`` accuracy per epoch per method; loss components per epoch for each method."""
+    """PNG plots: ``split`` accuracy per epoch per row; the loss components per epoch of each row.
+
+    Epochs are counted from 1 (``metrics.jsonl``'s ``epoch`` key + 1). The loss plot shows each
+    part as it enters the loss (``2.4 × KL long``), so the parts add up to the total, with the
+    unweighted KL divergences dashed beside them.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -230,30 +633,56 @@ def write_plots(records: list[RunRecord], out_dir: str | os.PathLike, *, split: 
     written: list[Path] = []
     groups: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
     for r in records:
-        groups[(r.dataset, r.model, r.method)].append(r)
+        groups[(r.dataset, r.model, r.row)].append(r)
 
     for dataset, model in dict.fromkeys((d, m) for d, m, _ in groups):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         metric = records[0].metrics[0]
-        for (d, m, method), runs in groups.items():
+        k = 0
+        for (d, m, row), runs in groups.items():
             if (d, m) != (dataset, model):
                 continue
             x, mean, lo, hi = _series(runs, f"{split}_{metric}")
             if not x:
                 continue
-            _band(ax, x, mean, lo, hi, f"{method} (n={len(runs)})")
-        ax.set(xlabel="epoch", ylabel=f"{split} {metric} (%): mean, band = min-max over seeds",
+            _band(ax, k, x, mean, lo, hi, f"{row} (n={len(runs)})")
+            k += 1
+        ax.set(xlabel="epoch (1 = first)", ylabel=f"{split} {metric} (%): mean, band = min-max over seeds",
                title=f"{model} on {dataset}: {split} {metric}")
         written.append(_save(fig, ax, out / f"accuracy_{_file_part(dataset)}_{_file_part(model)}.png"))
 
-    for (dataset, model, method), runs in groups.items():
-        keys = [k for k in runs[0].rows[0] if k.startswith("loss_") and k != "loss_total"]
-        if len(keys) < 2:
+    for (dataset, model, row), runs in groups.items():
+        if not runs[0].rows:
+            continue
+        parts = [k.removeprefix("loss_") for k in runs[0].rows[0] if k.startswith("loss_") and k != "loss_total"]
+        if len(parts) < 2:
             continue   # cross-entropy only: nothing to decompose
+        weights = component_weights(runs[0], parts)
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for key in keys + ["loss_total"]:
-            x, mean, lo, hi = _series(runs, key)
-            _band(ax, x, mean, lo, hi, key.removeprefix("loss_"))
-        ax.set(xlabel="epoch", ylabel="mean training loss", title=f"{method}: loss components ({model}, {dataset})")
-        written.append(_save(fig, ax, out / f"loss_components_{method}_{_file_part(dataset)}_{_file_part(model)}.png"))
+        k = 0
+        def term(part: str) -> str:
+            return f"KL {part}" if part in ("long", "short", "kd") else part
+        for part in parts:
+            w = weights[part] if weights else 1.0
+            _band(ax, k, *_series(runs, f"loss_{part}", w), term(part) if w == 1.0 else f"{w:g} × {term(part)}")
+            k += 1
+        _band(ax, k, *_series(runs, "loss_total"), "total", color="black", linestyle="-", linewidth=2.2)
+        k += 1
+        unweighted = [p for p in parts if weights and p != "ce" and weights[p] != 1.0]
+        for part in unweighted:
+            _band(ax, k, *_series(runs, f"loss_{part}"), f"{term(part)} (unweighted)", linestyle=":",
+                  linewidth=1.0, alpha=0.7)
+            k += 1
+        if weights:
+            formula = "total = " + " + ".join(term(p) if weights[p] == 1.0 else f"{weights[p]:g}·{term(p)}"
+                                              for p in parts)
+            if unweighted:
+                formula += "; dotted: the KL terms unweighted"
+        else:
+            formula = "parts as logged (unweighted); their weights are not known here, so they need not add up"
+        ax.set(xlabel="epoch (1 = first)", ylabel="mean training loss",
+               title=f"{row}: loss components ({model}, {dataset})\n{formula}")
+        ax.title.set_fontsize(9)
+        written.append(_save(fig, ax, out / f"loss_components_{_file_part(row)}_{_file_part(dataset)}_"
+                                            f"{_file_part(model)}.png"))
     return written

@@ -1,9 +1,17 @@
-"""The trainer: one run of any registered method, with exact resume.
+"""The trainer: one run of any registered method, with exact resume, in one process or under torchrun.
 
 A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON row per
-epoch with every loss component, learning rate, evaluation metrics and timings),
-``checkpoint.pt`` (written atomically every epoch: model, optimizer, scheduler, grad scaler,
-method state with its banks, RNG states, epoch) and, when finished, ``results.json``.
+epoch with every loss component, learning rate, evaluation metrics and timings; its ``epoch`` key
+is 0-based, messages and plots say "epoch 1/E"), ``checkpoint.pt`` (written atomically every epoch
+with a digest of its content, the one it replaces kept as ``checkpoint.prev.pt``: model, optimizer,
+scheduler, grad scaler, method state with its banks, every process's RNG states, epoch; see
+:mod:`lstsd.harness.checkpoint`) and, when finished, ``results.json``.
+
+Under ``torchrun --nproc_per_node=N`` (:mod:`lstsd.harness.ddp`) the model is wrapped in PyTorch's
+``DistributedDataParallel``; each step's global batch of ``batch_size`` samples (the single-process
+order) is split evenly over the processes; the method keeps its banks identical on every process
+(:mod:`lstsd.distributed`); evaluation shares the test set out and gathers the predictions; rank 0
+writes logs, metrics and checkpoints, and every process resumes from them.
 
 Example (LSTSD on 200 digits with a tiny ResNet: a few seconds on a CPU):
     >>> import tempfile
@@ -15,7 +23,7 @@ Example (LSTSD on 200 digits with a tiny ResNet: a few seconds on a CPU):
     ...                              "augment=false", "progress=none", f"run_dir={tmp}"])
     ...     results = Trainer(cfg, log=None).fit()
     ...     sorted(p.name for p in Path(tmp).iterdir())
-    ['checkpoint.pt', 'config.yaml', 'metrics.jsonl', 'results.json']
+    ['checkpoint.prev.pt', 'checkpoint.pt', 'config.yaml', 'metrics.jsonl', 'results.json']
     >>> results["method"], results["num_train"], sorted(results["final"])
     ('lstsd', 200, ['test_accuracy'])
 """
@@ -24,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import random
 import sys
@@ -37,8 +44,11 @@ import torch
 from torch import nn
 
 from ..methods import Method, create_method
+from .checkpoint import load_latest, previous_path, remove_stale_temporaries, save_checkpoint
 from .config import TrainConfig, config_differences
 from .data import DatasetSplits, IndexedTensorLoader, TensorSplit, random_crop_flip
+from .ddp import init_processes
+from .errors import DiskFullError, DivergedError, RunError, is_disk_full
 from .metrics import compute_metrics
 from .task import Task
 from .tasks import build_task
@@ -47,7 +57,6 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 RESULTS = "results.json"
 CONFIG = "config.yaml"
-FORMAT_VERSION = 1
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -99,16 +108,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a torn checkpoint."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def atomic_write_text(text: str, path: Path) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it: never a torn file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
+    try:
+        tmp.write_text(text)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
@@ -131,16 +138,23 @@ def step_decay_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
 
 
 class Progress:
-    """A tqdm bar over the steps of an epoch when stderr is a terminal; silent otherwise."""
+    """A tqdm bar over the steps of an epoch when stderr is a terminal; otherwise (``auto``) one
+    line per epoch on stderr when nothing else reports the epochs, so a run writing to a log file
+    shows that it is alive."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, *, epochs_reported: bool = True) -> None:
         self.enabled = mode == "bar" or (mode == "auto" and sys.stderr.isatty())
+        self.lines = mode == "auto" and not self.enabled and not epochs_reported
 
     def wrap(self, iterable: Any, total: int, description: str) -> Any:
         if not self.enabled:
             return contextlib.nullcontext(iterable)
         from tqdm.auto import tqdm
         return tqdm(iterable, total=total, desc=description, leave=False, dynamic_ncols=True)
+
+    def epoch_done(self, line: str) -> None:
+        if self.lines:
+            print(line, file=sys.stderr, flush=True)
 
 
 class Trainer:
@@ -155,8 +169,10 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, *, task: Task | None = None,
                  log: Callable[[str], None] | None = print) -> None:
         self.cfg = cfg
-        self.log = log or (lambda message: None)
-        self.device = resolve_device(cfg.device)
+        self.procs, device_name = init_processes(cfg.device)
+        self.device = resolve_device(device_name)
+        self.reports_epochs = log is not None and self.procs.main
+        self.log = log if log is not None and self.procs.main else (lambda message: None)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.run_dir = cfg.run_path()
 
@@ -174,15 +190,25 @@ class Trainer:
             transform = lambda x, g: random_crop_flip(x, padding=padding, generator=g)  # noqa: E731
         self.train_loader = IndexedTensorLoader(data.train, cfg.batch_size, shuffle=True, drop_last=cfg.drop_last,
                                                 seed=cfg.seed, device=self.device, transform=transform,
-                                                memory_format=memory_format)
+                                                memory_format=memory_format, rank=self.procs.rank,
+                                                world_size=self.procs.world_size)
         if len(self.train_loader) == 0:
             raise ValueError(f"batch_size={cfg.batch_size} with drop_last leaves no batch of "
                              f"{len(data.train)} training samples")
         self.eval_splits = {name: split for name, split in (("val", data.val), ("test", data.test)) if split is not None}
         self.eval_memory_format = memory_format
 
+        # The network trained by the optimizer: under torchrun, DDP around the model (its gradients
+        # are averaged over the processes); the method's hooks always get the model itself.
+        self.network: nn.Module = self.model
+        if self.procs.distributed:
+            if cfg.sync_batchnorm:
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.network = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
         self.method: Method = create_method(cfg.method, num_samples=len(data.train), num_classes=data.num_classes,
-                                            **cfg.method_args)
+                                            **cfg.method_args).to(self.device)
         # The loader produces a permutation of [0, N): per-step index checks would only add syncs.
         self.method.validate = False
         self.steps_per_epoch = len(self.train_loader)
@@ -197,64 +223,108 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self, epoch: int) -> dict[str, Any]:
-        return {"format": FORMAT_VERSION, "epoch": epoch, "config": self.cfg.to_dict(),
+        """Everything needed to continue exactly (every process's RNG states: call on all of them)."""
+        return {"epoch": epoch, "world_size": self.procs.world_size, "config": self.cfg.to_dict(),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "method": self.method.state_dict(), "rng": rng_state(), "history": self.history}
+                "method": self.method.state_dict(), "rng": self.procs.gather_objects(rng_state()),
+                "history": self.history}
 
     def save_checkpoint(self, epoch: int) -> Path:
+        """Write the end-of-``epoch`` checkpoint (rank 0; every process must call it).
+
+        Raises:
+            RunError: the disk is full or the write failed; the previous checkpoint is intact.
+        """
         path = self.run_dir / CHECKPOINT
-        atomic_save(self.checkpoint_state(epoch), path)
+        state = self.checkpoint_state(epoch)
+        if self.procs.main:
+            try:
+                save_checkpoint(state, path)
+            except (OSError, RuntimeError) as err:
+                kept = (f"the checkpoint of epoch {epoch} in {path} is intact" if path.exists()
+                        else "no checkpoint was written yet")
+                full = is_disk_full(err)
+                what = "the disk is full" if full else f"writing {path} failed ({err})"
+                error = DiskFullError if full else RunError
+                raise error(f"{what} while saving the checkpoint of epoch {epoch + 1}; {kept}",
+                            f"free space (or fix the folder), then resume with: {self.resume_command()}") from err
+        self.procs.barrier()
         return path
 
+    def resume_command(self) -> str:
+        launcher = (f"torchrun --nproc_per_node={self.procs.world_size} -m lstsd.harness.cli"
+                    if self.procs.distributed else "lstsd")
+        return f"{launcher} train --config {(self.run_dir / CONFIG).resolve()} --resume"
+
     def load_checkpoint(self, path: str | os.PathLike) -> int:
-        """Restore everything from ``path``; return the next epoch to run."""
+        """Restore everything from ``path`` (or, if it is unreadable, its ``.prev``); return the next epoch.
+
+        Raises:
+            FileNotFoundError: no checkpoint; CorruptCheckpointError: neither file is readable;
+            ValueError: the checkpoint comes from another run or another number of processes.
+        """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint at {path}; start without --resume, or point at a run directory "
-                                    f"that contains {CHECKPOINT}")
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{path} is not an lstsd checkpoint (format {FORMAT_VERSION})")
+        try:
+            state, used, problem = load_latest(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no checkpoint at {path}; start without --resume, or point at a run "
+                                    f"directory that contains {CHECKPOINT}") from None
+        if problem:
+            self.log(f"warning: {problem}; resuming from {used.name} (epoch {int(state['epoch']) + 1}) instead")
         saved, now = state["config"], self.cfg.to_dict()
         diff = config_differences(saved, now)
         if diff:
             listing = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in diff)
-            raise ValueError(f"{path} comes from another run ({listing}). Resume with the run's own config "
+            raise ValueError(f"{used} comes from another run ({listing}). Resume with the run's own config "
                              f"({self.run_dir / CONFIG}) or start a new run directory")
+        if state["world_size"] != self.procs.world_size:
+            raise ValueError(f"{used} was written by {state['world_size']} process(es), this run has "
+                             f"{self.procs.world_size}: resume with the same number (torchrun "
+                             f"--nproc_per_node={state['world_size']}, or plain lstsd for 1)")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.method.load_state_dict(state["method"])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"][self.procs.rank])
         self.history = list(state["history"])
         return int(state["epoch"]) + 1
 
     # ------------------------------------------------------------------ loop
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train to ``cfg.epochs`` (continuing from the run's checkpoint if ``resume``); return the results."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = self.run_dir / CHECKPOINT
+        if self.procs.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.run_dir)
         if resume:
-            self.start_epoch = self.load_checkpoint(self.run_dir / CHECKPOINT)
-            self.log(f"resuming {self.run_dir} at epoch {self.start_epoch}")
-        elif (self.run_dir / CHECKPOINT).exists():
+            self.start_epoch = self.load_checkpoint(checkpoint)
+            self.log(f"resuming {self.run_dir} at epoch {self.start_epoch + 1}/{self.cfg.epochs}")
+        elif checkpoint.exists() or previous_path(checkpoint).exists():
             raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it, or choose "
                                   "another run directory (run_dir / out_dir / name)")
-        import yaml
-        atomic_write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False), self.run_dir / CONFIG)
-        self._write_metrics()
-        progress = Progress(self.cfg.progress)
+        self.procs.barrier()   # every process has checked the run directory before rank 0 writes to it
+        if self.procs.main:
+            import yaml
+            atomic_write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False), self.run_dir / CONFIG)
+            self._write_metrics()
+        progress = Progress(self.cfg.progress, epochs_reported=self.reports_epochs)
         for epoch in range(self.start_epoch, self.cfg.epochs):
             row = self.train_epoch(epoch, progress)
             if (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs:
                 row.update(self.evaluate())
             self.history.append(row)
-            self._write_metrics()
             self.save_checkpoint(epoch)
+            if self.procs.main:
+                self._write_metrics()
             self.log(self._epoch_line(row))
+            if self.procs.main:
+                progress.epoch_done(self._epoch_line(row))
         results = self.results()
-        atomic_write_text(json.dumps(results, indent=2), self.run_dir / RESULTS)
+        if self.procs.main:
+            atomic_write_text(json.dumps(results, indent=2), self.run_dir / RESULTS)
+        self.procs.barrier()
         return results
 
     def train_epoch(self, epoch: int, progress: Progress) -> dict[str, Any]:
@@ -267,10 +337,11 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         start = time.perf_counter()
+        first_bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
         with progress.wrap(self.train_loader, len(self.train_loader), f"epoch {epoch + 1}/{cfg.epochs}") as batches:
             for step, (x, y, idx) in enumerate(batches):
                 with autocast(self.device, self.precision):
-                    logits = model(x)
+                    logits = self.network(x)
                     loss = method.loss(logits, y, idx, model=model, inputs=x)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
@@ -283,32 +354,57 @@ class Trainer:
                     sums[name] = sums.get(name, 0) + value * n
                 correct += (logits.detach().argmax(1) == y).sum()
                 seen += n
+                # The first step whose loss is not finite, recorded on the device (no sync per step).
+                bad = ~torch.isfinite(loss.detach()) & (first_bad_step < 0)
+                first_bad_step = torch.where(bad, torch.full_like(first_bad_step, step), first_bad_step)
                 if progress.enabled and step % 10 == 0:
-                    batches.set_postfix(loss=f"{float(loss):.3f}", acc=f"{100 * float(correct) / seen:.1f}")
+                    batches.set_postfix(loss=f"{loss.detach().item():.3f}", acc=f"{100 * correct.item() / seen:.1f}")
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         train_seconds = time.perf_counter() - start
+        if self.procs.distributed:   # every process's batch-norm statistics and snapshots equal rank 0's
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, 0)
+        teachers = method.teacher_diagnostics(self.procs.sum if self.procs.distributed else None)
         method.end_epoch(model)
+        names = sorted(sums)
+        totals = self.procs.sum(torch.stack([correct.double(), torch.tensor(float(seen), device=self.device),
+                                             first_bad_step.double().clamp_min(-1) + 1]
+                                            + [sums[k].double() for k in names]))
+        bad_processes_step = int(totals[2].item())   # 0 when every process's losses were finite
+        if bad_processes_step or not torch.isfinite(totals[3:]).all():
+            step_text = (f", step {int(first_bad_step.item()) + 1}/{self.steps_per_epoch}"
+                         if int(first_bad_step.item()) >= 0 else "")
+            kept = f"the checkpoint of epoch {epoch} is kept in {self.run_dir}" if epoch else "no checkpoint was kept"
+            raise DivergedError(f"the training loss became NaN or infinite at epoch {epoch + 1}/{cfg.epochs}"
+                                f"{step_text} (nothing non-finite was written to the banks; {kept}) — lower the "
+                                "learning rate, use precision=fp32, or check the data, and start a new run")
+        total_seen = float(totals[1].item())
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_seconds": train_seconds,
-                               "train_accuracy": 100 * float(correct) / seen}
-        row.update({f"loss_{k}": float(v) / seen for k, v in sums.items()})
-        if not all(math.isfinite(v) for k, v in row.items() if k.startswith("loss_")):
-            raise FloatingPointError(f"epoch {epoch}: the training loss is not finite ({row}); lower the learning "
-                                     "rate or use precision=fp32")
+                               "train_accuracy": 100 * float(totals[0].item()) / total_seen}
+        row.update({f"loss_{k}": float(v) / total_seen for k, v in zip(names, totals[3:].tolist())})
+        row.update({f"teacher_{k}": v for k, v in teachers.items()})   # lstsd.diagnostics, per teacher
         return row
 
     @torch.no_grad()
     def predict(self, split: TensorSplit) -> dict[str, torch.Tensor]:
-        """Class probabilities of every predictor the method reports, on ``split``."""
+        """Class probabilities of every predictor the method reports, on ``split`` (under torchrun,
+        each process predicts its share and the shares are gathered: every sample once)."""
         self.model.eval()
-        loader = IndexedTensorLoader(split, self.cfg.eval_batch_size, shuffle=False, device=self.device,
-                                     memory_format=self.eval_memory_format)
+        share = self.procs.share(len(split))
+        local = split.subset(torch.arange(len(split))[share]) if self.procs.distributed else split
         outputs: dict[str, list[torch.Tensor]] = {}
-        for x, _, _ in loader:
-            with autocast(self.device, self.precision):
-                for name, probs in self.method.eval_predictions(self.model, x).items():
-                    outputs.setdefault(name, []).append(probs.float())
-        return {name: torch.cat(parts) for name, parts in outputs.items()}
+        if len(local):
+            loader = IndexedTensorLoader(local, self.cfg.eval_batch_size, shuffle=False, device=self.device,
+                                         memory_format=self.eval_memory_format)
+            for x, _, _ in loader:
+                with autocast(self.device, self.precision):
+                    for name, probs in self.method.eval_predictions(self.model, x).items():
+                        outputs.setdefault(name, []).append(probs.float())
+        names = self.procs.gather_objects(sorted(outputs))[0]   # rank 0 has a share whenever any has
+        empty = torch.zeros(0, self.task.data.num_classes, device=self.device)
+        return {name: self.procs.gather_rows(torch.cat(outputs[name]) if name in outputs else empty, len(split))
+                for name in names}
 
     def evaluate(self) -> dict[str, float]:
         start = time.perf_counter()
@@ -352,8 +448,27 @@ class Trainer:
             "cost": {"train_seconds": train_seconds, "seconds_per_step": train_seconds / max(steps, 1),
                      "extra_forward_passes": type(self.method).extra_forward_passes,
                      "parameters": sum(p.numel() for p in self.model.parameters()),
-                     "device": str(self.device), "precision": self.precision},
+                     "device": str(self.device), "precision": self.precision,
+                     "processes": self.procs.world_size, "threads": torch.get_num_threads()},
+            "data_source": getattr(self.task.data, "source", None),
+            "teachers": teacher_summary(self.history),
         }
+
+
+def teacher_summary(history: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each ``teacher_*`` diagnostic of a run: its value in the last epoch that has it, and its mean
+    over the epochs that have it (a teacher exists only from the second mini-generation on).
+
+    Example:
+        >>> teacher_summary([{"epoch": 0}, {"epoch": 1, "teacher_short_kl": 0.2}, {"epoch": 2, "teacher_short_kl": 0.4}])
+        {'short_kl': {'last': 0.4, 'mean': 0.30000000000000004, 'epochs': 2}}
+    """
+    values: dict[str, list[float]] = {}
+    for row in history:
+        for key, value in row.items():
+            if key.startswith("teacher_"):
+                values.setdefault(key.removeprefix("teacher_"), []).append(value)
+    return {k: {"last": v[-1], "mean": sum(v) / len(v), "epochs": len(v)} for k, v in values.items()}
 
 
 def iterate_runs(run_dirs: list[str | os.PathLike]) -> Iterator[tuple[Path, dict[str, Any], list[dict[str, Any]]]]:

@@ -2,13 +2,16 @@
 
 50,000 train / 10,000 test colour 32×32 images; 10 or 100 (fine) classes.
 
-Looked up, in order, in ``data_dir`` (``--data-dir``), ``$LSTSD_DATA`` and the download
-cache ``$LSTSD_CACHE/cifar`` (default ``~/.cache/lstsd/cifar``); in each folder the
+Looked up in the folder the user names, ``data_dir`` (``--data-dir``) or else ``$LSTSD_DATA``, and
+only there (missing data there is an error, not a fall-back to another copy); when none is named,
+in the download cache ``$LSTSD_CACHE/cifar`` (default ``~/.cache/lstsd/cifar``). In a folder the
 tarball (``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz``) is accepted, as is the
 folder it extracts to (``cifar-10-batches-py/`` / ``cifar-100-python/``) or the folder
 itself being that extracted folder. With ``download=True`` a missing archive is fetched
-from ``https://www.cs.toronto.edu/~kriz/`` into the cache. The tarball is read directly
-(no extraction to disk) and its md5 is checked unless ``verify_checksums=False``.
+from ``https://www.cs.toronto.edu/~kriz/`` into the named folder, or else into the cache. The
+tarball is read directly (no extraction to disk) and its md5 is checked unless
+``verify_checksums=False``. The splits record where they came from in ``source``
+(:func:`lstsd.harness.data.splits.data_source`).
 
 Security note: the batches are Python pickles, and unpickling executes code. Only load
 archives from a trusted source (the md5 check is on by default for that reason).
@@ -32,7 +35,9 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from .splits import DatasetSplits, TensorSplit, cache_root, download_url, md5_file
+from ..errors import DataNotFoundError
+from .splits import (DatasetSplits, TensorSplit, cache_root, data_source, download_failed, download_url,
+                     explicit_data_root, md5_file)
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -173,13 +178,12 @@ def _to_split(data: np.ndarray, labels: np.ndarray, spec: _CifarSpec) -> TensorS
 # --------------------------------------------------------------------------- locating
 
 
-def _search_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
-    dirs = []
-    if data_dir is not None:
-        dirs.append(Path(data_dir).expanduser())
-    if os.environ.get("LSTSD_DATA"):
-        dirs.append(Path(os.environ["LSTSD_DATA"]).expanduser())
-    return dirs + [cache_root() / CACHE_SUBFOLDER]
+def _search_dirs(data_dir: str | os.PathLike | None) -> list[tuple[Path, str]]:
+    """``(folder, origin)`` pairs searched: the user's folder alone if one is named, else the cache."""
+    explicit = explicit_data_root(data_dir)
+    if explicit is not None:
+        return [explicit]
+    return [(cache_root() / CACHE_SUBFOLDER, "cache")]
 
 
 def _find(folder: Path, spec: _CifarSpec) -> Path | None:
@@ -192,29 +196,39 @@ def _find(folder: Path, spec: _CifarSpec) -> Path | None:
     return None
 
 
-def _locate(spec: _CifarSpec, data_dir: str | os.PathLike | None, download: bool) -> tuple[Path, bool]:
-    """(source, just_downloaded)."""
+def _locate(spec: _CifarSpec, data_dir: str | os.PathLike | None,
+            download: bool) -> tuple[Path, bool, str]:
+    """(source, just_downloaded, origin)."""
     searched = _search_dirs(data_dir)
-    for folder in searched:
+    for folder, origin in searched:
         if (source := _find(folder, spec)) is not None:
-            return source, False
+            return source, False, origin
+    explicit = explicit_data_root(data_dir)
     if not download:
-        places = "\n".join(f"  - {d}" for d in searched)
-        raise FileNotFoundError(
-            f"{spec.title} not found. Looked for {spec.tarball} or an extracted {spec.folder}/ in:\n"
-            f"{places}\nGet it in one of these ways:\n"
-            f"  * when online: download=True / --download (fetches {CIFAR_URL}{spec.tarball});\n"
-            f"  * download {CIFAR_URL}{spec.tarball} yourself, put it in a folder and set "
-            "LSTSD_DATA=/path or pass --data-dir /path (data_dir=...)."
-        )
-    dest = cache_root() / CACHE_SUBFOLDER / spec.tarball
-    download_url(CIFAR_URL + spec.tarball, dest, spec.md5)
-    return dest, True
+        wanted = f"{spec.tarball} or an extracted {spec.folder}/"
+        if explicit is not None:
+            root, how = explicit
+            other = ("leave out --data-dir to use $LSTSD_DATA (when set) or" if how == "--data-dir"
+                     else "unset LSTSD_DATA to use")
+            raise DataNotFoundError(
+                f"{spec.title} is not in {root} (named by {how}): looked for {wanted} there",
+                f"put the archive there, or pass --download to fetch it into it, or {other} the download "
+                f"cache ({cache_root() / CACHE_SUBFOLDER})")
+        raise DataNotFoundError(
+            f"{spec.title} not found: looked for {wanted} in {', '.join(str(f) for f, _ in searched)}",
+            f"when online pass --download (download=True, fetches {CIFAR_URL}{spec.tarball}); or download it "
+            "yourself, put it in a folder and pass --data-dir /path (data_dir=...) or set LSTSD_DATA=/path")
+    dest = (explicit[0] if explicit is not None else cache_root() / CACHE_SUBFOLDER) / spec.tarball
+    try:
+        download_url(CIFAR_URL + spec.tarball, dest, spec.md5)
+    except OSError as exc:
+        raise download_failed(CIFAR_URL + spec.tarball, exc) from exc
+    return dest, True, "download"
 
 
 def _load(spec: _CifarSpec, data_dir: str | os.PathLike | None, download: bool,
           verify_checksums: bool) -> DatasetSplits:
-    source, fresh = _locate(spec, data_dir, download)
+    source, fresh, origin = _locate(spec, data_dir, download)
     if source.is_file():
         if verify_checksums and not fresh and (actual := md5_file(source)) != spec.md5:
             raise ValueError(
@@ -226,9 +240,12 @@ def _load(spec: _CifarSpec, data_dir: str | os.PathLike | None, download: bool,
     else:
         batches = _read_folder(source, spec)
 
-    def split(members: tuple[str, ...]) -> TensorSplit:
+    def arrays(members: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         parts = [_arrays(batches[m], spec, f"{source}:{m}") for m in members]
-        return _to_split(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), spec)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    train_x, train_y = arrays(spec.train_members)
+    test_x, test_y = arrays((spec.test_member,))
 
     if spec.meta_member is not None:
         meta = batches[spec.meta_member]
@@ -239,13 +256,15 @@ def _load(spec: _CifarSpec, data_dir: str | os.PathLike | None, download: bool,
         classes = list(CIFAR10_CLASSES)
     return DatasetSplits(
         name=spec.name,
-        train=split(spec.train_members),
-        test=split((spec.test_member,)),
+        train=_to_split(train_x, train_y, spec),
+        test=_to_split(test_x, test_y, spec),
         val=None,
         num_classes=spec.num_classes,
         in_channels=3,
         image_size=32,
         classes=classes,
+        source=data_source(spec.name, origin, source, [train_x, train_y, test_x, test_y],
+                           [source] if source.is_file() else [source / m for m in spec.members]),
     )
 
 
@@ -259,7 +278,8 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, *, download: bool = 
         verify_checksums: check the tarball's md5 (extracted folders are not checked).
 
     Raises:
-        FileNotFoundError: not found anywhere (the message lists the places searched).
+        FileNotFoundError: (:class:`~lstsd.harness.errors.DataNotFoundError`) not in the folder named
+            by ``data_dir`` / ``$LSTSD_DATA``, or, when none is named, not in the cache.
         ValueError: corrupt/truncated archive, missing member or bad content.
 
     Example (skipped: needs the CIFAR-10 archive in ``~/data``):

@@ -3,7 +3,8 @@
 It ships inside scikit-learn (no download), which makes it the harness's smoke-test data.
 There is no official train/test split, so a stratified one is drawn with ``split_seed``.
 That seed is deliberately separate from the run seed: the test set stays the same
-across seeds and methods.
+across seeds and methods. ``source`` names scikit-learn's data file and a sha256 of the images
+and labels (``data_dir`` and ``$LSTSD_DATA`` are not used).
 
 Example:
     >>> ds = load_digits()
@@ -16,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .splits import DatasetSplits, TensorSplit, train_val_split
+from .splits import DatasetSplits, TensorSplit, data_source, train_val_split
 
 __all__ = ["DIGITS_MEAN", "DIGITS_STD", "load_digits"]
 
@@ -47,6 +48,12 @@ def load_digits(*, test_fraction: float = 0.2, split_seed: int = 0) -> DatasetSp
     x = (images / 16.0 - DIGITS_MEAN) / DIGITS_STD
     y = torch.from_numpy(np.asarray(bunch.target, dtype=np.int64))
     train_idx, test_idx = train_val_split(y, test_fraction, split_seed)
+    file = _sklearn_file()
+    source = data_source("digits", "scikit-learn", file,
+                         [np.asarray(bunch.images, dtype=np.uint8), np.asarray(bunch.target, dtype=np.int64)],
+                         [file] if file else None)
+    source["sklearn_version"] = _sklearn_version()
+    source["split"] = {"test_fraction": test_fraction, "split_seed": split_seed}
     return DatasetSplits(
         name="digits",
         train=TensorSplit(x[train_idx], y[train_idx]),
@@ -56,4 +63,21 @@ def load_digits(*, test_fraction: float = 0.2, split_seed: int = 0) -> DatasetSp
         in_channels=1,
         image_size=8,
         classes=[str(d) for d in range(10)],
+        source=source,
     )
+
+
+def _sklearn_file() -> str | None:
+    """scikit-learn's ``digits.csv.gz``, where its ``load_digits`` reads the data (``None`` if elsewhere)."""
+    try:
+        import sklearn.datasets
+        from pathlib import Path
+        path = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
+        return str(path) if path.is_file() else None
+    except Exception:  # noqa: BLE001 - a record, never a reason to fail
+        return None
+
+
+def _sklearn_version() -> str:
+    import sklearn
+    return str(sklearn.__version__)

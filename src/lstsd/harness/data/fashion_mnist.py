@@ -2,14 +2,18 @@
 
 60,000 train / 10,000 test grey-scale 28×28 images of 10 clothing classes.
 
-Where the files are looked for, in order (each folder is tried as is and with a
-``fashion-mnist/`` subfolder):
+Where the files are looked for (each folder is tried as is and with a ``fashion-mnist/`` subfolder):
 
-1. ``data_dir`` (the ``--data-dir`` flag);
-2. ``$LSTSD_DATA``;
-3. ``/usr/share/datasets/fashion-mnist/`` (Debian/Ubuntu: ``apt-get install dataset-fashion-mnist``);
-4. the download cache ``$LSTSD_CACHE/fashion-mnist`` (default ``~/.cache/lstsd/fashion-mnist``);
-5. only with ``download=True``: downloaded from the canonical location into that cache.
+* a folder named by the user, ``data_dir`` (the ``--data-dir`` flag), else ``$LSTSD_DATA``: only
+  there. Files missing there are an error (never a silent fall-back to another copy); with
+  ``download=True`` they are downloaded into that folder.
+* otherwise, in order: ``/usr/share/datasets/fashion-mnist/`` (Debian/Ubuntu: ``apt-get install
+  dataset-fashion-mnist``), then the download cache ``$LSTSD_CACHE/fashion-mnist`` (default
+  ``~/.cache/lstsd/fashion-mnist``), then, only with ``download=True``, a download from the
+  canonical location into that cache.
+
+The loaded splits record where they came from in ``source`` (origin, folder, files, and a sha256
+of the decoded images and labels: :func:`lstsd.harness.data.splits.data_source`).
 
 Each file may be gzipped (``train-images-idx3-ubyte.gz``) or not (``train-images-idx3-ubyte``).
 
@@ -34,7 +38,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .splits import DatasetSplits, TensorSplit, cache_root, download_url
+from ..errors import DataNotFoundError
+from .splits import (DatasetSplits, TensorSplit, cache_root, data_source, download_failed, download_url,
+                     explicit_data_root)
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -174,44 +180,64 @@ def _complete(folder: Path) -> dict[str, Path] | None:
     return found if all(found.values()) else None  # type: ignore[return-value]
 
 
-def _search_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
-    roots: list[Path] = []
-    if data_dir is not None:
-        roots.append(Path(data_dir).expanduser())
-    if os.environ.get("LSTSD_DATA"):
-        roots.append(Path(os.environ["LSTSD_DATA"]).expanduser())
-    dirs = [d for root in roots for d in (root, root / SUBFOLDER)]
-    return dirs + [SYSTEM_DATA_DIR, cache_root() / SUBFOLDER]
+def _candidates(root: Path) -> list[Path]:
+    return [root, root / SUBFOLDER]
 
 
-def _not_found(searched: list[Path]) -> FileNotFoundError:
-    places = "\n".join(f"  - {d}" for d in searched)
-    names = ", ".join(f"{stem}.gz" for stem in FILES)
-    return FileNotFoundError(
-        f"Fashion-MNIST not found. Looked for {names} in:\n{places}\n"
-        "Get it in one of these ways:\n"
-        "  * Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist "
-        f"(installs it in {SYSTEM_DATA_DIR});\n"
-        "  * put the four files in a folder and set LSTSD_DATA=/path or pass --data-dir /path "
-        "(data_dir=...);\n"
-        f"  * when online: download=True / --download (fetches from {FASHION_MNIST_URL})."
-    )
+def _search_dirs(data_dir: str | os.PathLike | None) -> list[tuple[Path, str]]:
+    """``(folder, origin)`` pairs searched, in order: the user's folder alone if one is named."""
+    explicit = explicit_data_root(data_dir)
+    if explicit is not None:
+        root, how = explicit
+        return [(d, how) for d in _candidates(root)]
+    return [(SYSTEM_DATA_DIR, "system"), (cache_root() / SUBFOLDER, "cache")]
 
 
-def _locate(data_dir: str | os.PathLike | None, download: bool) -> dict[str, Path]:
+def _names() -> str:
+    return ", ".join(f"{stem}[.gz]" for stem in FILES)
+
+
+def _not_found(searched: list[Path]) -> DataNotFoundError:
+    places = ", ".join(str(d) for d in searched)
+    return DataNotFoundError(
+        f"Fashion-MNIST not found: looked for {_names()} in {places}",
+        "get it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu, installs it in "
+        f"{SYSTEM_DATA_DIR}), or put the four files in a folder and pass --data-dir /path (data_dir=...) or "
+        f"set LSTSD_DATA=/path, or when online pass --download (download=True, fetches from {FASHION_MNIST_URL})")
+
+
+def _not_in_explicit(root: Path, how: str) -> DataNotFoundError:
+    other = ("leave out --data-dir to use $LSTSD_DATA (when set) or" if how == "--data-dir"
+             else "unset LSTSD_DATA to use")
+    return DataNotFoundError(
+        f"Fashion-MNIST is not in {root} (named by {how}): looked for {_names()} there and in {root / SUBFOLDER}",
+        f"put the four files there, or pass --download to fetch them into it, or {other} the system copy "
+        f"({SYSTEM_DATA_DIR}, `sudo apt-get install dataset-fashion-mnist`) or the download cache "
+        f"({cache_root() / SUBFOLDER})")
+
+
+def _locate(data_dir: str | os.PathLike | None, download: bool) -> tuple[dict[str, Path], str, Path]:
+    """``(files by stem, origin, folder)``; downloads only with ``download``."""
     searched = _search_dirs(data_dir)
-    for folder in searched:
+    for folder, origin in searched:
         if (found := _complete(folder)) is not None:
-            return found
+            return found, origin, folder
+    explicit = explicit_data_root(data_dir)
     if not download:
-        raise _not_found(searched)
-    cache = cache_root() / SUBFOLDER
+        if explicit is not None:
+            raise _not_in_explicit(*explicit)
+        raise _not_found([folder for folder, _ in searched])
+    target = explicit[0] if explicit is not None else cache_root() / SUBFOLDER
     for stem in FILES:
-        if _file_in(cache, stem) is None:
-            download_url(FASHION_MNIST_URL + f"{stem}.gz", cache / f"{stem}.gz", GZ_MD5[stem])
-    found = _complete(cache)
+        if _file_in(target, stem) is None:
+            url = FASHION_MNIST_URL + f"{stem}.gz"
+            try:
+                download_url(url, target / f"{stem}.gz", GZ_MD5[stem])
+            except OSError as exc:
+                raise download_failed(url, exc) from exc
+    found = _complete(target)
     assert found is not None
-    return found
+    return found, "download", target
 
 
 # --------------------------------------------------------------------------- loader
@@ -219,6 +245,7 @@ def _locate(data_dir: str | os.PathLike | None, download: bool) -> dict[str, Pat
 
 def _load_pair(images_path: Path, labels_path: Path, stem_images: str, stem_labels: str,
                verify_checksums: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels from two IDX files, checked."""
     (img_raw, img_bytes), (lbl_raw, lbl_bytes) = _read_bytes(images_path), _read_bytes(labels_path)
     if verify_checksums:
         _verify(images_path, stem_images, img_raw, img_bytes)
@@ -256,8 +283,9 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, *, download: b
             read other IDX data in the same layout (e.g. small synthetic files).
 
     Raises:
-        FileNotFoundError: the files are nowhere; the message lists every place searched
-            and how to get the data.
+        FileNotFoundError: (:class:`~lstsd.harness.errors.DataNotFoundError`) the files are not in
+            the folder named by ``data_dir`` / ``$LSTSD_DATA``, or, when none is named, nowhere;
+            the message lists the places searched and how to get the data.
         ValueError: a file is corrupt (bad checksum or IDX structure); the message names it.
 
     Example (skipped: needs the Fashion-MNIST files, downloaded when online):
@@ -265,7 +293,7 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, *, download: b
         >>> ds.num_classes, ds.image_size  # doctest: +SKIP
         (10, 28)
     """
-    paths = _locate(data_dir, download)
+    paths, origin, folder = _locate(data_dir, download)
     train_x, train_y = _load_pair(paths[TRAIN_IMAGES], paths[TRAIN_LABELS], TRAIN_IMAGES, TRAIN_LABELS,
                                   verify_checksums)
     test_x, test_y = _load_pair(paths[TEST_IMAGES], paths[TEST_LABELS], TEST_IMAGES, TEST_LABELS,
@@ -284,4 +312,6 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, *, download: b
         in_channels=1,
         image_size=int(train_x.shape[1]),
         classes=list(FASHION_MNIST_CLASSES),
+        source=data_source("fashion_mnist", origin, folder, [train_x, train_y, test_x, test_y],
+                           [paths[stem] for stem in FILES]),
     )

@@ -32,16 +32,18 @@ _PERMUTATION_STREAM = 0
 _AUGMENTATION_STREAM = 1
 
 
-def epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    """A 63-bit seed derived from ``(seed, epoch, stream)`` without collisions in practice.
+def epoch_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
+    """A 63-bit seed derived from ``(seed, epoch, stream[, rank])`` without collisions in practice.
 
-    Uses numpy's ``SeedSequence`` hashing, so e.g. ``(0, 1)`` and ``(1, 0)`` differ.
+    Uses numpy's ``SeedSequence`` hashing, so e.g. ``(0, 1)`` and ``(1, 0)`` differ. Rank 0 gets the
+    seed of a single process.
 
     Example:
-        >>> epoch_seed(0, 1, 0) != epoch_seed(1, 0, 0)
-        True
+        >>> epoch_seed(0, 1, 0) != epoch_seed(1, 0, 0), epoch_seed(0, 1, 0) != epoch_seed(0, 1, 0, rank=1)
+        (True, True)
     """
-    state = np.random.SeedSequence([int(seed), int(epoch), int(stream)]).generate_state(2, dtype=np.uint32)
+    entropy = [int(seed), int(epoch), int(stream)] + ([int(rank)] if rank else [])
+    state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
 
 
@@ -59,6 +61,12 @@ class IndexedTensorLoader:
             (e.g. :func:`random_crop_flip`); receives the epoch's augmentation generator
             on ``device``. Not allowed with dict features.
         memory_format: memory format of 4-D feature tensors (e.g. ``torch.channels_last``).
+        rank, world_size: under DDP, this process's share of every batch. The epoch's order is
+            the single-process one (padded, as ``DistributedSampler`` does, by repeating its first
+            samples to a multiple of ``world_size``); each global batch of ``batch_size`` samples is
+            cut into ``world_size`` equal parts and rank r takes part r, so one step of all ranks
+            covers the samples of one single-process step. ``batch_size`` must be a multiple of
+            ``world_size``; ``len(loader)`` is the number of (global) steps.
 
     Iteration yields ``x`` (tensor or dict), ``y`` (int64) and ``index`` (int64 rows of
     the split), all on ``device``. Without ``set_epoch`` the last set epoch (initially
@@ -79,9 +87,16 @@ class IndexedTensorLoader:
     def __init__(self, split: TensorSplit, batch_size: int, *, shuffle: bool = True, drop_last: bool = False,
                  seed: int = 0, device: torch.device | str | None = None,
                  transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
-                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
+                 memory_format: torch.memory_format = torch.contiguous_format, rank: int = 0,
+                 world_size: int = 1) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int) and 0 <= rank < world_size):
+            raise ValueError(f"rank must be in [0, world_size) and world_size >= 1, got rank={rank!r}, "
+                             f"world_size={world_size!r}")
+        if batch_size % world_size:
+            raise ValueError(f"batch_size={batch_size} cannot be split evenly over {world_size} processes: use a "
+                             f"multiple of {world_size} (batch_size is the global batch of one step)")
         if not isinstance(split, TensorSplit):
             raise TypeError(f"split must be a TensorSplit, got {type(split).__name__}")
         if len(split) == 0:
@@ -100,6 +115,7 @@ class IndexedTensorLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = seed
+        self.rank, self.world_size = rank, world_size
         self.transform = transform
         self.memory_format = memory_format
         self._epoch = 0
@@ -131,28 +147,39 @@ class IndexedTensorLoader:
             raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
         self._epoch = epoch
 
+    @property
+    def _padded_samples(self) -> int:
+        return -(-self.num_samples // self.world_size) * self.world_size
+
     def __len__(self) -> int:
         if self.drop_last:
-            return self.num_samples // self.batch_size
-        return -(-self.num_samples // self.batch_size)
+            return self._padded_samples // self.batch_size
+        return -(-self._padded_samples // self.batch_size)
 
     def _order(self, epoch: int) -> torch.Tensor:
         if not self.shuffle:
-            return torch.arange(self.num_samples, device=self.device)
-        gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, _PERMUTATION_STREAM))
-        return torch.randperm(self.num_samples, generator=gen).to(self.device)
+            order = torch.arange(self.num_samples)
+        else:
+            gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, _PERMUTATION_STREAM))
+            order = torch.randperm(self.num_samples, generator=gen)
+        if self._padded_samples > self.num_samples:   # DDP: repeat the first samples, as DistributedSampler
+            order = torch.cat([order, order[:self._padded_samples - self.num_samples]])
+        return order.to(self.device)
 
     def _augmentation_generator(self, epoch: int) -> torch.Generator:
         gen = torch.Generator(device=self.device)
-        return gen.manual_seed(epoch_seed(self.seed, epoch, _AUGMENTATION_STREAM))
+        return gen.manual_seed(epoch_seed(self.seed, epoch, _AUGMENTATION_STREAM, self.rank))
 
     def __iter__(self) -> Iterator[tuple[Features, torch.Tensor, torch.Tensor]]:
         epoch = self._epoch
         order = self._order(epoch)
         aug_gen = self._augmentation_generator(epoch) if self.transform is not None else None
-        stop = len(self) * self.batch_size if self.drop_last else self.num_samples
+        stop = len(self) * self.batch_size if self.drop_last else self._padded_samples
         for start in range(0, stop, self.batch_size):
             index = order[start : start + self.batch_size]
+            if self.world_size > 1:   # this rank's equal part of the global batch
+                part = index.numel() // self.world_size
+                index = index[self.rank * part : (self.rank + 1) * part]
             if isinstance(self.features, dict):
                 x: Features = {k: v[index] for k, v in self.features.items()}
             else:

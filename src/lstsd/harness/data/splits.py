@@ -17,13 +17,15 @@ import contextlib
 import hashlib
 import os
 import tempfile
-import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
+import numpy as np
 import torch
+
+from ..errors import DownloadError, is_disk_full
 
 Features = Union[torch.Tensor, dict[str, torch.Tensor]]
 
@@ -35,6 +37,9 @@ __all__ = [
     "cache_root",
     "md5_file",
     "download_url",
+    "download_failed",
+    "explicit_data_root",
+    "data_source",
 ]
 
 
@@ -101,6 +106,9 @@ class DatasetSplits:
 
     ``in_channels`` and ``image_size`` are set for image data sets only (``H == W``).
 
+    ``source`` says where the data came from, for the run's records (see :func:`data_source`):
+    ``{"dataset", "origin", "path", "files", "sha256"}``; empty when a loader does not say.
+
     Example:
         >>> ds = DatasetSplits("toy", TensorSplit(torch.zeros(2, 1, 4, 4), torch.tensor([0, 1])),
         ...                    TensorSplit(torch.zeros(1, 1, 4, 4), torch.tensor([1])), None, 2, 1, 4)
@@ -116,6 +124,7 @@ class DatasetSplits:
     in_channels: int | None
     image_size: int | None
     classes: list[str] | None = None
+    source: dict[str, Any] = field(default_factory=dict)
 
 
 def _feature_items(features: Features) -> list[tuple[str | None, torch.Tensor]]:
@@ -258,6 +267,21 @@ def md5_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def download_failed(url: str, exc: BaseException) -> BaseException:
+    """The error to raise when fetching ``url`` failed with ``exc``: a one-line
+    :class:`~lstsd.harness.errors.DownloadError`, unless ``exc`` already is one or says the disk is full.
+
+    Example:
+        >>> str(download_failed("http://x/f.gz", OSError("no route to host"))).split(" — ")[0]
+        'could not download http://x/f.gz: no route to host'
+    """
+    if isinstance(exc, DownloadError) or is_disk_full(exc) or not isinstance(exc, OSError):
+        return exc
+    return DownloadError(f"could not download {url}: {exc}",
+                         "check that this machine is online and try again, or get the file another way and pass "
+                         "its folder with --data-dir")
+
+
 def download_url(url: str, dest: str | os.PathLike, md5: str | None = None, *, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest`` atomically, checking ``md5`` when given.
 
@@ -280,12 +304,12 @@ def download_url(url: str, dest: str | os.PathLike, md5: str | None = None, *, t
                     while chunk := response.read(1 << 20):
                         out.write(chunk)
                         digest.update(chunk)
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                raise OSError(f"could not download {url}: {exc} (are you online?)") from exc
+            except OSError as exc:   # URLError, timeouts, refused connections; a full disk is not "offline"
+                raise download_failed(url, exc) from exc
         if md5 is not None and digest.hexdigest() != md5:
             raise ValueError(
-                f"downloaded {url} has md5 {digest.hexdigest()}, expected {md5}; "
-                "the download is corrupt, try again"
+                f"downloaded {url} has md5 {digest.hexdigest()}, expected {md5} — "
+                "the download is corrupt: try again"
             )
         os.replace(tmp_name, dest)
     except BaseException:
@@ -293,3 +317,56 @@ def download_url(url: str, dest: str | os.PathLike, md5: str | None = None, *, t
             os.unlink(tmp_name)
         raise
     return dest
+
+
+# --------------------------------------------------------------------------- where the data came from
+
+
+def explicit_data_root(data_dir: str | os.PathLike | None) -> tuple[Path, str] | None:
+    """The folder the user named for the data, and how: ``data_dir`` (``--data-dir``) first, else
+    ``$LSTSD_DATA``; ``None`` when neither is set.
+
+    A named folder is the only place a loader then looks: data missing there is an error, never a
+    silent fall-back to another copy.
+
+    Example:
+        >>> explicit_data_root("/data")
+        (PosixPath('/data'), '--data-dir')
+    """
+    if data_dir is not None and str(data_dir) != "":
+        return Path(data_dir).expanduser(), "--data-dir"
+    if os.environ.get("LSTSD_DATA"):
+        return Path(os.environ["LSTSD_DATA"]).expanduser(), "$LSTSD_DATA"
+    return None
+
+
+def data_source(dataset: str, origin: str, path: str | os.PathLike | None,
+                arrays: list[np.ndarray | torch.Tensor],
+                files: list[str | os.PathLike] | None = None) -> dict[str, Any]:
+    """The ``source`` record of a loaded data set (:attr:`DatasetSplits.source`).
+
+    Args:
+        dataset: the data set's name.
+        origin: how the location was chosen: ``"--data-dir"``, ``"$LSTSD_DATA"``, ``"system"``,
+            ``"cache"``, ``"download"`` or ``"scikit-learn"``.
+        path: the folder or file read (made absolute).
+        arrays: the decoded data (e.g. train images, train labels, test images, test labels), in a
+            fixed order: ``sha256`` is computed over their dtypes, shapes and bytes, so it is the same
+            for every copy of the same data however it is packed (gzipped or not, tarball or folder).
+        files: the files read (made absolute).
+
+    Example:
+        >>> src = data_source("toy", "cache", "/tmp/toy", [np.zeros(3, dtype=np.uint8)])
+        >>> src["origin"], src["path"], len(src["sha256"])
+        ('cache', '/tmp/toy', 64)
+    """
+    digest = hashlib.sha256()
+    for array in arrays:
+        a = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.dtype.str}{a.shape}".encode())
+        digest.update(a.tobytes())
+    return {"dataset": dataset, "origin": origin,
+            "path": None if path is None else os.path.abspath(os.fspath(path)),
+            "files": [os.path.abspath(os.fspath(f)) for f in files or []],
+            "sha256": digest.hexdigest()}

@@ -1,0 +1,92 @@
+"""The harness under ``torchrun``: which process this is, its device, and the few collectives the
+trainer needs (PyTorch's own DDP does the gradients; :mod:`lstsd.distributed` keeps the banks).
+
+``torchrun --nproc_per_node=N -m lstsd.harness.cli train ...`` sets ``WORLD_SIZE``, ``RANK`` and
+``LOCAL_RANK``; :func:`init_processes` starts the process group from them: nccl when the run is on
+CUDA (each process on ``cuda:LOCAL_RANK``), gloo on the CPU. Started any other way, it is one process.
+
+Example:
+    >>> procs = Processes()            # a single process: every collective is the identity
+    >>> procs.main, procs.sum(torch.tensor([2.0])).item(), procs.gather_objects("x")
+    (True, 2.0, ['x'])
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["Processes", "init_processes"]
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place among the run's processes (``world_size`` 1: a single process)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that writes logs, metrics and checkpoints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The element-wise sum of ``tensor`` over all processes (in place under DDP)."""
+        if self.distributed:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """``[obj of rank 0, obj of rank 1, ...]`` on every process."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def gather_rows(self, rows: torch.Tensor, total: int) -> torch.Tensor:
+        """Every process's ``rows`` (its contiguous share of ``total`` rows, see :meth:`share`), in
+        order, on every process: one collective, padded to equal shapes."""
+        if not self.distributed:
+            return rows
+        per = -(-total // self.world_size)
+        padded = rows.new_zeros((per, *rows.shape[1:]))
+        padded[:rows.shape[0]] = rows
+        out = rows.new_empty((per * self.world_size, *rows.shape[1:]))
+        dist.all_gather(list(out.chunk(self.world_size)), padded)
+        return out[:total]
+
+    def share(self, total: int) -> slice:
+        """This process's contiguous share of ``total`` items (the last ones may get fewer)."""
+        per = -(-total // self.world_size)
+        return slice(min(self.rank * per, total), min((self.rank + 1) * per, total))
+
+
+def init_processes(device: str = "auto") -> tuple[Processes, str]:
+    """Join the process group that ``torchrun`` describes (if any); return it and the device name
+    this process should use (``cuda:LOCAL_RANK`` for CUDA runs)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1 and not (dist.is_available() and dist.is_initialized()):
+        return Processes(), device
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda:
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Processes(dist.get_rank(), dist.get_world_size(), local_rank), device
