@@ -3,7 +3,8 @@
 ::
 
     lstsd train --config configs/paper/cifar100_resnet20_lstsd.yaml [--set epochs=10 lr=0.05 ...] [--resume]
-    lstsd compare --preset quick [--methods vanilla,lstsd | all] [--seeds 0,1,2] [--set k=v ...]
+    lstsd compare --preset quick [--methods vanilla,lstsd | all] [--seeds 0,1,2] [--set k=v ...] [--jobs 2]
+    lstsd sweep --preset sweep-generation-epochs [--grid method_args.lstsd.generation_epochs=1,2,3] [--jobs 2]
     lstsd report runs/compare-quick/*
     lstsd data fetch vader
     lstsd list
@@ -12,6 +13,9 @@ Before it trains, ``train`` checks the whole run (the config names its data set,
 the method accepts its settings; the output folder can be written) and prints the resolved
 settings and the number of steps; ``compare`` checks every run of the comparison the same way
 before the first one starts, and warns when a method's distillation would never start.
+
+``--jobs N`` makes N runs at once, each with ``cores // N`` threads (:mod:`lstsd.harness.parallel`);
+under ``torchrun`` only rank 0 prints.
 
 Foreseeable faults (a bad config or preset, data missing where it was asked for, an output folder
 that cannot be written, a full disk, a diverged run, Ctrl-C) end with one line on stderr,
@@ -80,10 +84,10 @@ def load_preset(name: str) -> dict[str, Any]:
                                       f"use one of {', '.join(preset_names())}, or the path of a preset YAML file")
         path = Path(str(resources.files("lstsd.harness.presets") / f"{name}.yaml"))
     preset = read_yaml(path)
-    unknown = set(preset) - {"description", "config", "methods", "seeds", "method_args"}
+    unknown = set(preset) - {"description", "config", "methods", "seeds", "method_args", "sweep"}
     if unknown:
         raise ConfigError(f"{path}: unknown preset key(s) {sorted(unknown)}",
-                          "a preset holds description, config, methods, seeds and method_args")
+                          "a preset holds description, config, methods, seeds, method_args and sweep")
     preset.setdefault("name", path.stem)
     return preset
 
@@ -222,12 +226,12 @@ def _own_run_folder(config_path: Path) -> Path | None:
 def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[int] | None = None,
             overrides: list[str] | None = None, out_dir: str | None = None,
             log: Callable[[str], None] = print, warn: Callable[[str], None] | None = None,
-            context: _Context | None = None) -> tuple[list[Path], str]:
+            context: _Context | None = None, jobs: int = 1, threads: int | None = None) -> tuple[list[Path], str]:
     """Run every method × seed of a preset (reusing finished runs); return run dirs and the report text.
 
-    Every run's settings are checked (:func:`check_run`) before the first one trains.
+    Every run's settings are checked (:func:`check_run`) before the first one trains; ``jobs`` runs
+    go at once (:func:`run_plan`).
     """
-    from .trainer import Trainer
     warn = warn or (lambda message: print(f"lstsd compare: warning: {message}", file=sys.stderr))
     preset = load_preset(preset_name)
     methods = methods or list(preset.get("methods", ["vanilla", "lstsd"]))
@@ -265,29 +269,116 @@ def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[i
                 warn(message)
     check_output_folder(root, "choose another folder with --out DIR")
 
-    runs: list[Path] = []
-    total = len(plan)
-    started = time.perf_counter()
-    log(f"lstsd compare --preset {preset['name']}: {len(methods)} methods × {len(seeds)} seeds = {total} runs "
+    log(f"lstsd compare --preset {preset['name']}: {len(methods)} methods × {len(seeds)} seeds = {len(plan)} runs "
         f"into {_abs(root)}")
-    for k, cfg in enumerate(plan, 1):
+    runs = run_plan(plan, jobs=jobs, threads=threads, log=log, context=context)
+    if not _main_process():
+        return runs, ""   # under torchrun, rank 0 alone writes the plots
+    return runs, _tables_and_plots(runs, root / "plots", methods=methods)
+
+
+def run_plan(plan: list[TrainConfig], *, jobs: int = 1, threads: int | None = None,
+             log: Callable[[str], None] = print, context: _Context | None = None) -> list[Path]:
+    """Make the runs of ``plan`` that are not finished (a finished one is reused, an interrupted one
+    resumes), ``jobs`` at a time; return their run folders in the order of ``plan``."""
+    from .parallel import RunRequest, run_all, threads_per_job
+    threads_per_job(jobs)                     # refuse more jobs than cores before anything starts
+    total, started = len(plan), time.perf_counter()
+    position = {cfg.name: f"{k}/{total}" for k, cfg in enumerate(plan, 1)}
+    todo: list[RunRequest] = []
+    for cfg in plan:
         run_dir = cfg.run_path()
-        runs.append(run_dir)
-        if context is not None:
-            context.run_dir, context.run_name, context.position = run_dir, cfg.name, f"{k}/{total}"
         if (run_dir / RESULTS).is_file():
-            log(f"[{k}/{total}] {cfg.name}: finished earlier, reused ({run_dir})")
+            log(f"[{position[cfg.name]}] {cfg.name}: finished earlier, reused ({run_dir})")
             continue
         resume = (run_dir / CHECKPOINT).is_file()
-        log(f"[{k}/{total}] {cfg.name}" + (" (resuming)" if resume else ""))
-        results = Trainer(cfg, log=None).fit(resume=resume)
+        todo.append(RunRequest(cfg.to_dict(), resume))
+        if jobs == 1 and context is not None:
+            context.run_dir, context.run_name, context.position = run_dir, cfg.name, position[cfg.name]
+    names = [r.config["name"] for r in todo]
+    if todo:
+        log(f"{len(todo)} run(s) to make, {jobs} at a time: " + ", ".join(names))
+
+    def done(request: RunRequest, results: dict[str, Any]) -> None:
         headline = f"test_{results['metrics'][0]}"
-        log(f"[{k}/{total}] {cfg.name}: {headline} {results['final'].get(headline, float('nan')):.2f} "
-            f"in {results['cost']['train_seconds']:.0f}s of training "
-            f"({time.perf_counter() - started:.0f}s elapsed)")
+        log(f"[{position[request.config['name']]}] {request.config['name']}: {headline} "
+            f"{results['final'].get(headline, float('nan')):.2f} in {results['cost']['train_seconds']:.0f}s of "
+            f"training, {results['cost']['threads']} thread(s) ({time.perf_counter() - started:.0f}s elapsed)")
+    if jobs == 1:   # one at a time, here: a fault names the run in progress
+        for request in todo:
+            if context is not None:
+                cfg = TrainConfig.from_dict(request.config)
+                context.run_dir, context.run_name, context.position = cfg.run_path(), cfg.name, position[cfg.name]
+            log(f"[{position[request.config['name']]}] {request.config['name']}"
+                + (" (resuming)" if request.resume else ""))
+            run_all([request], jobs=1, threads=threads, on_done=done)
+    elif todo:
+        run_all(todo, jobs=jobs, threads=threads, on_done=done)
     if context is not None:
         context.run_dir = None
-    return runs, _tables_and_plots(runs, root / "plots", methods=methods)
+    return [cfg.run_path() for cfg in plan]
+
+
+# ----------------------------------------------------------------------------- sweep
+def sweep(preset_name: str, *, grid: list[str] | None = None, method: str | None = None,
+          seeds: list[int] | None = None, overrides: list[str] | None = None, out_dir: str | None = None,
+          log: Callable[[str], None] = print, warn: Callable[[str], None] | None = None,
+          context: _Context | None = None, jobs: int = 1, threads: int | None = None) -> tuple[list[Path], str]:
+    """Every grid point × seed of one method on a preset's settings (reusing finished runs); return
+    the run folders and the text of the table. The grid comes from ``grid`` or the preset's
+    ``sweep: {grid: [...]}``; see :mod:`lstsd.harness.sweep` for the syntax."""
+    from .sweep import collect_sweep, grid_points, parse_axis, point_label, point_overrides, sweep_plot, sweep_table
+    warn = warn or (lambda message: print(f"lstsd sweep: warning: {message}", file=sys.stderr))
+    preset = load_preset(preset_name)
+    spec = preset.get("sweep") or {}
+    method = method or spec.get("method") or list(preset.get("methods", ["lstsd"]))[0]
+    if method not in available_methods():
+        raise ConfigError(f"unknown method {method!r}", f"use one of {', '.join(available_methods())}")
+    axes = [parse_axis(g) for g in (grid or spec.get("grid") or [])]
+    if not axes:
+        raise ConfigError(f"preset {preset['name']!r} has no sweep grid and no --grid was given",
+                          "pass --grid KEY=V1,V2,... (e.g. --grid method_args.generation_epochs=1,2,3)")
+    seeds = seeds if seeds is not None else list(preset.get("seeds", [0]))
+    root = Path(out_dir or Path("runs") / f"sweep-{preset['name']}")
+    base = dict(preset.get("config", {}))
+    shared, per_method = _split_overrides(overrides or [])
+    points = grid_points(axes)
+    plan: list[TrainConfig] = []
+    fix = "fix the --grid values or the preset's method_args"
+    for point in points:
+        for seed in seeds:
+            name = f"{method}-{point_label(point)}-seed{seed}"
+            values = dict(base, method=method, seed=seed, name=name, run_dir=str(root / name))
+            values["method_args"] = {**base.get("method_args", {}), **preset.get("method_args", {}).get(method, {})}
+            plan.append(load_config(None, shared + per_method.get(method, []) + point_overrides(point), base=values))
+    warned: set[str] = set()
+    for cfg in plan:
+        built = check_run(cfg, fix)
+        _check_same_run(cfg.run_path(), cfg)
+        for message in distillation_warnings(cfg, built):
+            if message not in warned:
+                warned.add(message)
+                warn(message)
+    check_output_folder(root, "choose another folder with --out DIR")
+    log(f"lstsd sweep --preset {preset['name']}: {method}, {len(points)} grid points × {len(seeds)} seeds = "
+        f"{len(plan)} runs into {_abs(root)}")
+    runs = run_plan(plan, jobs=jobs, threads=threads, log=log, context=context)
+    if not _main_process():
+        return runs, ""   # under torchrun, rank 0 alone writes the table and the plot
+    per_point = [runs[k * len(seeds):(k + 1) * len(seeds)] for k in range(len(points))]
+    results = collect_sweep(points, per_point)
+    plot = sweep_plot(results, axes, root / "plots" / f"sweep_{_file_name(axes[0].label)}.png",
+                      title=f"{method} on {base.get('dataset', '?')}: {preset['name']}")
+    return runs, sweep_table(results, axes) + f"\n\nPlot:\n  {plot}"
+
+
+def _main_process() -> bool:
+    """False in the processes of rank > 0 under torchrun."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _file_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "_.-" else "_" for c in text)
 
 
 def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
@@ -384,7 +475,17 @@ def _compare(args: argparse.Namespace) -> None:
     except ValueError:
         raise ConfigError(f"--seeds {args.seeds!r} is not a list of integers", "write it as --seeds 0,1,2") from None
     _, text = compare(args.preset, methods=_csv(args.methods), seeds=seeds, overrides=args.overrides,
-                      out_dir=args.out, context=args.context)
+                      out_dir=args.out, context=args.context, jobs=args.jobs, threads=args.threads)
+    print("\n" + text)
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    try:
+        seeds = [int(s) for s in _csv(args.seeds)] if args.seeds else None
+    except ValueError:
+        raise ConfigError(f"--seeds {args.seeds!r} is not a list of integers", "write it as --seeds 0,1,2") from None
+    _, text = sweep(args.preset, grid=args.grid or None, method=args.method, seeds=seeds, overrides=args.overrides,
+                    out_dir=args.out, context=args.context, jobs=args.jobs, threads=args.threads)
     print("\n" + text)
 
 
@@ -407,17 +508,20 @@ def _list(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------- errors
 def _continue_hint(ctx: _Context) -> str:
     """How to go on after a run stopped: the exact command, with absolute paths."""
-    if ctx.command == "compare":
+    if ctx.command in ("compare", "sweep"):
         return ("run the same command again (finished runs are reused, an interrupted one resumes): "
                 + ctx.command_line())
     if ctx.run_dir is not None and (ctx.run_dir / CHECKPOINT).is_file() and (ctx.run_dir / CONFIG).is_file():
-        return f"continue with: lstsd train --config {_abs(ctx.run_dir / CONFIG)} --resume"
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        launcher = f"torchrun --nproc_per_node={world} -m lstsd.harness.cli" if world > 1 else "lstsd"
+        return f"continue with: {launcher} train --config {_abs(ctx.run_dir / CONFIG)} --resume"
     return f"no epoch was saved yet: run the same command again: {ctx.command_line()}"
 
 
 def _output_fix(ctx: _Context) -> str:
     return {"train": "choose a writable folder with --set out_dir=DIR",
             "compare": "choose a writable folder with --out DIR",
+            "sweep": "choose a writable folder with --out DIR",
             "report": "write the plots elsewhere with --out DIR"}.get(ctx.command, "choose a writable folder")
 
 
@@ -430,7 +534,8 @@ def _with_fix(message: str, fix: str) -> str:
 def explain(err: BaseException, ctx: _Context) -> str | None:
     """The one-line message for a foreseeable fault, or ``None`` for an unforeseen one (a bug: traceback)."""
     # In a comparison, a fault while a run trains names the run first.
-    run = f"{ctx.run_name} ({ctx.position}): " if ctx.command == "compare" and ctx.run_dir is not None else ""
+    run = (f"{ctx.run_name} ({ctx.position}): " if ctx.command in ("compare", "sweep") and ctx.run_dir is not None
+           else "")
     if is_disk_full(err):
         where = getattr(err, "filename", None) or (_abs(ctx.run_dir) if ctx.run_dir else "the output folder")
         return f"{run}the disk is full (writing {where}) — free space there, then {_continue_hint(ctx)}"
@@ -450,8 +555,15 @@ def explain(err: BaseException, ctx: _Context) -> str | None:
         return _with_fix(str(err), f"see lstsd {ctx.command} --help")
     if isinstance(err, OSError):
         return run + _with_fix(str(err), f"check the path and the disk, then {_continue_hint(ctx)}"
-                         if ctx.command in ("train", "compare") else "check the path")
+                         if ctx.command in ("train", "compare", "sweep") else "check the path")
     return None
+
+
+def _add_jobs(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--jobs", type=int, default=1, help="runs at once, each with cores // jobs threads "
+                     "(default 1; never more than the cores)")
+    sub.add_argument("--threads", type=int, help="threads per run (default cores // jobs); results are "
+                     "bit-identical between runs made with the same thread count")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -485,7 +597,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="override the shared config (e.g. epochs=20), or one method's settings with "
                            "method_args.METHOD.KEY=VALUE (e.g. method_args.lstsd.generation_epochs=4); repeatable")
     comp.add_argument("--out", help="output folder (default runs/compare-PRESET)")
+    _add_jobs(comp)
     comp.set_defaults(func=_compare)
+
+    swp = sub.add_parser("sweep", parents=[common], help="a grid over config keys × seeds for one method, then a "
+                         "table and a plot of the metric against the swept values")
+    swp.add_argument("--preset", required=True, help="the settings to start from: a preset name or YAML file "
+                     "(sweep-generation-epochs and sweep-lambda-scale carry their own grid)")
+    swp.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                     help="an axis of the grid (repeatable: the product is swept): KEY=V1,V2 or, for keys that "
+                          "move together, KEY1,KEY2=A1:B1,A2:B2; e.g. method_args.generation_epochs=1,2,3,6,12")
+    swp.add_argument("--method", help="the method swept (default: the preset's sweep method, or its first method)")
+    swp.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    swp.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                     help="override the preset's settings for every run")
+    swp.add_argument("--out", help="output folder (default runs/sweep-PRESET)")
+    _add_jobs(swp)
+    swp.set_defaults(func=_sweep)
 
     rep = sub.add_parser("report", parents=[common], help="the table and plots from finished runs")
     rep.add_argument("run_dirs", nargs="+", metavar="PATH",
@@ -507,6 +635,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not _main_process():   # under torchrun only rank 0 prints (errors go to stderr)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     args = build_parser().parse_args(argv)
     ctx = _Context(command=args.command, argv=argv)
     args.context = ctx
@@ -517,7 +647,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         where = f" during {ctx.run_name}" + (f" ({ctx.position})" if ctx.position else "") if ctx.run_name else ""
         print(f"lstsd {ctx.command}: error: interrupted{where} — {_continue_hint(ctx)}"
-              if ctx.command in ("train", "compare") else f"lstsd {ctx.command}: error: interrupted — run it again",
+              if ctx.command in ("train", "compare", "sweep")
+              else f"lstsd {ctx.command}: error: interrupted — run it again",
               file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - foreseeable faults become one line; the others re-raise

@@ -685,4 +685,61 @@ def write_plots(records: list[RunRecord], out_dir: str | os.PathLike, *, split: 
         ax.title.set_fontsize(9)
         written.append(_save(fig, ax, out / f"loss_components_{_file_part(row)}_{_file_part(dataset)}_"
                                             f"{_file_part(model)}.png"))
+
+    for (dataset, model, row), runs in groups.items():
+        path = out / f"teachers_{_file_part(row)}_{_file_part(dataset)}_{_file_part(model)}.png"
+        if write_teacher_plot(runs, path, title=f"{row}: its teachers ({model}, {dataset})"):
+            written.append(path)
     return written
+
+
+def teacher_names(runs: list[RunRecord]) -> list[str]:
+    """The teachers whose diagnostics (``teacher_<name>_quality`` ...) the runs logged, in first-seen order."""
+    names: list[str] = []
+    for r in runs:
+        for row in r.rows:
+            for key in row:
+                if key.startswith("teacher_") and key.endswith("_quality"):
+                    name = key.removeprefix("teacher_").removesuffix("_quality")
+                    if name not in names:
+                        names.append(name)
+    return names
+
+
+def write_teacher_plot(runs: list[RunRecord], path: Path, *, title: str) -> bool:
+    """One figure per method: each teacher's quality (accuracy of its argmax) against the student's
+    own training accuracy, and its difference from the student (KL at T; % argmax disagreement),
+    across epochs and mini-generations (the paper's thesis: a teacher should be good *and*
+    different). ``False`` (nothing written) for a method without a teacher."""
+    names = teacher_names(runs)
+    if not names:
+        return False
+    import matplotlib.pyplot as plt
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
+    k = 0
+    _band(top, k, *_series(runs, "train_accuracy"), "student (training accuracy)", color="black", linewidth=2.2)
+    for name in names:
+        k += 1
+        _band(top, k, *_series(runs, f"teacher_{name}_quality"), f"{name} teacher: accuracy of its argmax")
+    top.set(ylabel="% of training samples", title=f"{title}\ngood? teachers' accuracy vs the student's")
+    top.title.set_fontsize(9)
+    right = bottom.twinx()
+    for j, name in enumerate(names):
+        _band(bottom, j, *_series(runs, f"teacher_{name}_kl"), f"{name}: KL(teacher ‖ student at T)")
+        _band(right, j + len(names), *_series(runs, f"teacher_{name}_disagreement"),
+              f"{name}: argmax disagreement (%, right)", linestyle=":")
+    bottom.set(xlabel="epoch (1 = first)", ylabel="mean KL (nats)", title="different? teacher vs student")
+    bottom.title.set_fontsize(9)
+    right.set_ylabel("% of samples whose argmax differs")
+    lines = bottom.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    bottom.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    top.legend(fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
