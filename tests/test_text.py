@@ -93,9 +93,12 @@ def test_vader_parse_crlf_encoding_and_zero_scores(tmp_path):
     assert sub.test_texts == ts.test_texts
 
 
-def test_vader_missing_file_names_fetch_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match="lstsd data fetch vader"):
+def test_vader_missing_file_names_fetch_command(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match=r"not in .*named by --data-dir.*lstsd data fetch vader"):
         load_vader("tweets", data_dir=tmp_path)
+    monkeypatch.setenv("LSTSD_DATA", str(tmp_path))          # named by the environment: the same rule
+    with pytest.raises(FileNotFoundError, match=r"named by \$LSTSD_DATA"):
+        load_vader("tweets")
     with pytest.raises(ValueError, match="unknown VADER subset"):
         load_vader("imdb", data_dir=tmp_path)
 
@@ -195,12 +198,18 @@ def test_glue_tsv_layouts(tmp_path):
     assert load_text_splits("glue_sst2", data_dir=tmp_path / "glue").name == "glue_sst2"
 
 
-def test_glue_errors_are_clear(tmp_path):
+def test_glue_errors_are_clear(tmp_path, monkeypatch):
+    for env in ("GLUE_DIR", "LSTSD_DATA"):
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv("LSTSD_CACHE", str(tmp_path / "cache"))
+    for source in ("files", "auto"):   # a named folder without the data: an error, never a fall-back
+        with pytest.raises(FileNotFoundError, match=r"GLUE RTE is not in .*named by --data-dir.*RTE/train\.tsv"):
+            load_glue("rte", data_dir=tmp_path, source=source)
     with pytest.raises(FileNotFoundError, match=r"RTE/train\.tsv.*GLUE download layout"):
-        load_glue("rte", data_dir=tmp_path, source="files")
+        load_glue("rte", source="files")
     if importlib.util.find_spec("datasets") is None:
         with pytest.raises(FileNotFoundError, match="pip install datasets"):
-            load_glue("rte", data_dir=tmp_path)
+            load_glue("rte")
         with pytest.raises(ImportError, match="datasets"):
             load_glue("rte", source="hf")
     (tmp_path / "SST-2").mkdir()

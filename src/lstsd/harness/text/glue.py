@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from ..data.splits import cache_root
+from ..errors import DataNotFoundError
 from .tokenize import TextSplits
 
 __all__ = ["GLUE_TASKS", "available_glue_tasks", "load_glue", "read_glue_tsv"]
@@ -145,26 +146,34 @@ def read_glue_tsv(path: str | os.PathLike, task: str) -> tuple[list[str], list[s
     return texts, pairs, labels
 
 
-def _search_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
-    dirs = []
+def _search_dirs(data_dir: str | os.PathLike | None) -> tuple[list[Path], bool]:
+    """Where to look, and whether those folders were named explicitly (``--data-dir``, else
+    ``$GLUE_DIR`` / ``$LSTSD_DATA``): a named folder is the only place looked in."""
     if data_dir is not None:
-        dirs.append(Path(data_dir).expanduser())
+        return [Path(data_dir).expanduser()], True
+    named = []
     if os.environ.get("GLUE_DIR"):
-        dirs.append(Path(os.environ["GLUE_DIR"]).expanduser())
+        named.append(Path(os.environ["GLUE_DIR"]).expanduser())
     if os.environ.get("LSTSD_DATA"):
-        dirs.append(Path(os.environ["LSTSD_DATA"]).expanduser() / "glue")
-    return dirs + [cache_root() / "glue"]
+        named.append(Path(os.environ["LSTSD_DATA"]).expanduser() / "glue")
+    return (named, True) if named else ([cache_root() / "glue"], False)
 
 
 def _find_task_dir(spec: _GlueTask, data_dir: str | os.PathLike | None) -> tuple[Path | None, list[Path]]:
     searched = []
-    for root in _search_dirs(data_dir):
+    roots, named = _search_dirs(data_dir)
+    for root in roots:
         for folder in (root / spec.folder, root):
             searched.append(folder)
             if (folder / "train.tsv").is_file() and (folder / "dev.tsv").is_file():
                 if folder == root and root.name.lower().replace("-", "") != spec.folder.lower().replace("-", ""):
                     continue  # a bare root with train/dev is only accepted when named after the task
                 return folder, searched
+    if named:   # a folder that was named and lacks the data: an error, not a fall-back
+        raise DataNotFoundError(
+            f"GLUE {spec.folder} is not in {', '.join(str(r) for r in roots)} (named by --data-dir, $GLUE_DIR or "
+            f"$LSTSD_DATA; need {spec.folder}/train.tsv and dev.tsv in the GLUE download layout)",
+            "put the files there, or name the folder that holds them")
     return None, searched
 
 

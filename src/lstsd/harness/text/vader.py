@@ -49,6 +49,7 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from ..data.splits import cache_root, train_val_split
+from ..errors import DataNotFoundError
 from .tokenize import TextSplits
 
 __all__ = ["VADER_FILES", "VADER_SDIST_SHA256", "VADER_VERSION", "fetch_vader", "load_vader", "read_vader_file",
@@ -230,24 +231,24 @@ def read_vader_file(path: str | os.PathLike) -> list[tuple[str, float, str]]:
 
 
 def _locate(name: str, data_dir: str | os.PathLike | None) -> Path:
-    roots = []
-    if data_dir is not None:
-        roots.append(Path(data_dir).expanduser())
-    if os.environ.get("LSTSD_DATA"):
-        roots.append(Path(os.environ["LSTSD_DATA"]).expanduser())
-    searched = []
-    for root in roots:
-        for folder in (root, root / CACHE_SUBFOLDER, root / "hutto_ICWSM_2014"):
-            searched.append(folder)
+    """The VADER file ``name``: in ``data_dir``, else ``$LSTSD_DATA``, when one is named (and only
+    there: a named folder without the file is an error, never a fall-back to another copy); else
+    in the cache that ``lstsd data fetch vader`` fills."""
+    explicit = data_dir if data_dir is not None else os.environ.get("LSTSD_DATA") or None
+    if explicit is not None:
+        root = Path(explicit).expanduser()
+        searched = [root, root / CACHE_SUBFOLDER, root / "hutto_ICWSM_2014"]
+        for folder in searched:
             if (folder / name).is_file():
                 return folder / name
-    searched.append(vader_dir())
+        how = "--data-dir" if data_dir is not None else "$LSTSD_DATA"
+        raise DataNotFoundError(
+            f"VADER file {name} is not in {root} (named by {how}; searched {', '.join(str(s) for s in searched)})",
+            f"copy it there from {vader_dir()} (`{FETCH_COMMAND}` fills that folder), or drop {how} to read the cache")
     if (vader_dir() / name).is_file():
         return vader_dir() / name
-    raise FileNotFoundError(
-        f"VADER file {name} not found (searched: {', '.join(str(s) for s in searched)}). "
-        f"Get it with `{FETCH_COMMAND}` (or fetch_vader() in Python; needs pip access to PyPI)."
-    )
+    raise DataNotFoundError(f"VADER file {name} not found in {vader_dir()}",
+                            f"get it with `{FETCH_COMMAND}` (needs pip access to PyPI)")
 
 
 def load_vader(subset: str = "movies", *, data_dir: str | os.PathLike | None = None, seed: int = 0,
