@@ -370,3 +370,19 @@ def test_after_update_needs_inputs_and_end_step():
         method.end_epoch()
     with pytest.raises(ValueError, match="record_targets"):
         LSTSD(N, C, record_targets="later")
+
+
+def test_after_update_records_every_batch_accumulated_before_the_step():
+    torch.manual_seed(0)
+    model, x, y = torch.nn.Linear(3, C), torch.randn(8, 3), torch.randint(0, C, (8,))
+    method = LSTSD(8, C, generation_epochs=1, bank_dtype="float32", record_targets="after_update_eval")
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    method.start_epoch(0)
+    opt.zero_grad()
+    for half in (slice(0, 4), slice(4, 8)):              # two micro-batches, one optimizer step
+        method.loss(model(x[half]), y[half], torch.arange(8)[half], model=model, inputs=x[half]).backward()
+    opt.step()
+    method.end_step(model)
+    method.end_epoch(model)
+    assert method.short_term_bank.recorded.all()
+    torch.testing.assert_close(method.short_term_bank.targets, torch.softmax(model(x).detach() / 2, 1))

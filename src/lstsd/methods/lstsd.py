@@ -225,7 +225,7 @@ class LSTSD(LongShortSettings, Method):
         if record_targets != "training_forward":   # the literal line 14: a forward after the update
             self.extra_forward_passes = 1
             self.needs_model_inputs = True
-        self._pending: tuple[torch.Tensor, Any, int] | None = None
+        self._pending: list[tuple[torch.Tensor, Any, int]] = []   # batches since the last optimizer step
         self.bank_dtype = resolve_bank_dtype(bank_dtype)
         check_bank_settings(bank_format, bank_topk, bank_device)
         self.bank_format, self.bank_topk = bank_format, bank_topk
@@ -264,14 +264,14 @@ class LSTSD(LongShortSettings, Method):
             self._record(epoch, indices, logits)
         else:                                                    # after the update: in end_step
             require_inputs(self, inputs)
-            self._pending = (indices, inputs, epoch)
+            self._pending.append((indices, inputs, epoch))   # several under gradient accumulation
         return loss
 
     def end_step(self, model: nn.Module) -> None:
-        """With ``record_targets="after_update_*"``: record ``f(x; θ)`` of the batch just trained on."""
-        if self._pending is not None:
-            indices, inputs, epoch = self._pending
-            self._pending = None
+        """With ``record_targets="after_update_*"``: record ``f(x; θ)`` of the batches trained on since the
+        last optimizer step (one, or several under gradient accumulation)."""
+        pending, self._pending = self._pending, []
+        for indices, inputs, epoch in pending:
             logits = forward_without_side_effects(model, inputs, train=self.record_targets == "after_update_train")
             self._record(epoch, indices, logits)
 
@@ -286,7 +286,7 @@ class LSTSD(LongShortSettings, Method):
                 bank.store(written, *rows)
 
     def end_epoch(self, model: nn.Module | None = None) -> None:
-        if self._pending is not None:
+        if self._pending:
             raise RuntimeError("record_targets='after_update_*' records in end_step(model): call it after every "
                                "optimizer step")
         super().end_epoch(model)

@@ -1,0 +1,359 @@
+"""Any registered method (LSTSD, the baselines) inside the Hugging Face ``transformers.Trainer``.
+
+Install with ``pip install 'lstsd[transformers]'`` (``transformers`` and ``accelerate``).
+:class:`LSTSDTrainer` is a ``Trainer`` whose loss is the method's, for sequence-classification
+models (anything whose output has ``logits`` of shape ``B × C``)::
+
+    train_set = add_index_column(train_set)            # each row's index, "idx", 0 … N − 1
+    trainer = LSTSDTrainer(model=model, args=TrainingArguments("out", num_train_epochs=6),
+                           train_dataset=train_set, eval_dataset=test_set,
+                           method="lstsd", method_settings={"generation_epochs": 2, "temperature": 1.0})
+    trainer.train()                                    # or train(resume_from_checkpoint=True)
+
+What it takes care of (DESIGN.md, "Framework integrations"):
+
+* **The index column** (``index_column="idx"``) is kept by the Trainer's column removal
+  (``remove_unused_columns`` stays on: the column is added to the columns the Trainer keeps) and
+  is popped from the batch before ``model(**inputs)``, in training and in evaluation. A training
+  set without it is refused at construction, naming :func:`add_index_column`.
+* **No bank writes outside training.** The Trainer's evaluation and prediction also call
+  ``compute_loss``; there (the model in eval mode) the loss is plain cross-entropy and the method
+  is not called.
+* **The loss is scaled once under gradient accumulation.** The method's loss is a per-batch mean
+  that ignores ``num_items_in_batch``; the Trainer is told so (``model_accepts_loss_kwargs =
+  False``, ``loss_is_scaled_for_ga = False``), so ``training_step`` divides it by the
+  accumulation steps exactly once, whatever the model's ``forward`` accepts.
+* **Checkpoints.** The Trainer saves callback state as JSON, which cannot hold banks: the
+  method's full state (and the epoch open at that step) goes to ``lstsd_method.pt`` in each
+  ``checkpoint-N`` folder, and ``train(resume_from_checkpoint=...)`` restores it. The Trainer
+  resumes mid-epoch exactly (it skips the batches already seen), so a resumed run continues with
+  the same banks and the same losses as an uninterrupted one.
+* **torch.distributed** (``torchrun``, ``accelerate launch``): the method lives in the Trainer,
+  not in the DDP-wrapped model, and each ``loss()`` exchanges the step's rows between ranks in one
+  collective (:mod:`lstsd.distributed`), so every rank keeps the same banks; the Trainer's
+  distributed sampler gives every rank the same number of steps.
+* **Teachers and schedules.** Mean Teacher, Snapshot Distillation and LSTSD (single) run a copy
+  of the model on the batch's inputs (refused under FSDP/DeepSpeed, which shard it); the snapshot
+  methods' cyclic LR schedule replaces ``lr_scheduler_type`` (and, with a warning, a scheduler
+  passed in ``optimizers=``). Evaluation reports the model itself; the snapshot
+  ensemble's or the EMA teacher's probabilities are ``trainer.eval_predictions(inputs)``.
+
+Example (a tiny randomly initialised BERT; a few seconds):
+    >>> import torch
+    >>> from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> config = BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+    ...                     intermediate_size=16, max_position_embeddings=16, num_labels=2)
+    >>> rows = [{"input_ids": torch.randint(0, 30, (6,)), "labels": i % 2} for i in range(16)]
+    >>> args = TrainingArguments("/tmp/lstsd-doctest-hf", num_train_epochs=2, per_device_train_batch_size=8,
+    ...                          save_strategy="no", report_to=[], disable_tqdm=True, logging_strategy="no",
+    ...                          use_cpu=True)
+    >>> trainer = LSTSDTrainer(model=BertForSequenceClassification(config), args=args,
+    ...                        train_dataset=add_index_column(rows),
+    ...                        method="lstsd", method_settings={"generation_epochs": 1})
+    >>> _ = trainer.train()  # doctest: +ELLIPSIS
+    {...'train_loss': ...}
+    >>> trainer.method.next_epoch, bool(trainer.method.short_term_bank.recorded.all())
+    (2, True)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..losses import cross_entropy
+from ..methods import Method
+from ._common import (EpochDriver, build_method, import_framework, method_schedules_lr,
+                      needs_indices, steps_per_epoch)
+
+_hf = import_framework("transformers", extra="transformers")
+import_framework("accelerate", extra="transformers")   # the Trainer's own requirement, named with our extra
+
+__all__ = ["METHOD_STATE_NAME", "IndexedRows", "LSTSDTrainer", "LogitsOf", "add_index_column"]
+
+METHOD_STATE_NAME = "lstsd_method.pt"   # beside the Trainer's files in each checkpoint-N folder
+_CHECKPOINT_PREFIX = getattr(getattr(_hf, "trainer_utils", None), "PREFIX_CHECKPOINT_DIR", "checkpoint")
+
+
+class IndexedRows(Dataset):
+    """A map-style data set of dict rows that adds each row's position under ``column``.
+
+    Example:
+        >>> IndexedRows([{"x": 1}, {"x": 2}])[1]
+        {'x': 2, 'idx': 1}
+    """
+
+    def __init__(self, dataset: Any, column: str = "idx") -> None:
+        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise TypeError(f"add_index_column needs a map-style data set (with __getitem__ and __len__), got "
+                            f"{type(dataset).__name__}; an iterable data set has no stable sample index")
+        self.dataset, self.column = dataset, column
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = self.dataset[i]
+        if not isinstance(row, Mapping):
+            raise TypeError(f"add_index_column: rows must be dicts of features (the Trainer's format), got "
+                            f"{type(row).__name__}")
+        return {**row, self.column: i}
+
+
+def add_index_column(dataset: Any, column: str = "idx") -> Any:
+    """``dataset`` with each row's position (``0 … len − 1``) in ``column``.
+
+    A ``datasets.Dataset`` gets the column itself (replacing one of that name, e.g. after
+    ``select`` or ``filter`` left GLUE's ``idx`` with gaps); any other map-style data set of dict
+    rows is wrapped in :class:`IndexedRows`. Do it after subsetting, before training.
+    """
+    names = getattr(dataset, "column_names", None)
+    if isinstance(names, list) and hasattr(dataset, "add_column"):   # a datasets.Dataset
+        if column in names:
+            dataset = dataset.remove_columns(column)
+        return dataset.add_column(column, list(range(len(dataset))))
+    return IndexedRows(dataset, column)
+
+
+class LogitsOf(nn.Module):
+    """``forward(inputs) = model(**inputs).logits``: a Hugging Face classifier as the network that the
+    teacher-forward methods copy and run (their ``inputs`` is the batch's feature dict)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: Mapping[str, Any]) -> torch.Tensor:
+        return _logits(self.model(**inputs))
+
+
+def _logits(outputs: Any) -> torch.Tensor:
+    if isinstance(outputs, Mapping):
+        if "logits" not in outputs:
+            raise ValueError(f"LSTSDTrainer needs a classifier whose output has 'logits'; the model returned "
+                             f"{sorted(outputs)} (use an AutoModelForSequenceClassification-style model)")
+        return outputs["logits"]
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    return outputs[0]
+
+
+class _MethodHooks(_hf.TrainerCallback):
+    """Calls the method's epoch and step hooks at the Trainer's events (first among the callbacks)."""
+
+    def __init__(self, trainer: LSTSDTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer._begin_training(state)
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # state.epoch is e + (steps done)/(steps in epoch): e itself at an epoch's start, also on resume.
+        self.trainer._driver.begin(int(math.floor((state.epoch or 0.0) + 1e-9)), self.trainer.network)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.method.end_step(self.trainer.network)     # after each optimizer step (Mean Teacher's EMA)
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer._driver.end(self.trainer.network)        # before the Trainer's end-of-epoch save
+
+
+class LSTSDTrainer(_hf.Trainer):
+    """A ``transformers.Trainer`` that trains with a registered method's loss.
+
+    Args:
+        *args, **kwargs: the ``Trainer``'s own (``model``, ``args``, ``train_dataset``, …).
+        method: a registered method name (see :func:`lstsd.available_methods`) or a built
+            :class:`lstsd.Method`.
+        method_settings: the method's settings (``{"generation_epochs": 2, "temperature": 1.0}``).
+        num_samples: training-set size; default ``len(train_dataset)``.
+        num_classes: class count; default ``model.config.num_labels``.
+        index_column: the column holding each training row's index (:func:`add_index_column`).
+
+    The method is ``trainer.method``; its state is saved as ``lstsd_method.pt`` in every
+    checkpoint folder and restored by ``train(resume_from_checkpoint=...)``.
+    """
+
+    # The method's loss is a per-batch mean that ignores num_items_in_batch: training_step must
+    # divide it by the accumulation steps (transformers >= 5 reads this; older versions read
+    # model_accepts_loss_kwargs, set to False in __init__).
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args: Any, method: str | Method = "lstsd", method_settings: dict[str, Any] | None = None,
+                 num_samples: int | None = None, num_classes: int | None = None, index_column: str = "idx",
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False    # num_items_in_batch is neither counted nor passed to the model
+        if self.compute_loss_func is not None:
+            raise ValueError("LSTSDTrainer computes the loss with the method; do not pass compute_loss_func")
+        if getattr(self.args, "label_smoothing_factor", 0.0):
+            raise ValueError("LSTSDTrainer: label_smoothing_factor would replace the method's loss; set it to 0 and "
+                             "use method='label_smoothing' (method_settings={'smoothing': ...}) instead")
+        self.index_column = index_column
+        if num_samples is None and self.train_dataset is not None and hasattr(self.train_dataset, "__len__"):
+            num_samples = len(self.train_dataset)
+        if num_classes is None:
+            num_classes = getattr(getattr(self.model, "config", None), "num_labels", None)
+        self.method = build_method(method, num_samples=num_samples, num_classes=num_classes,
+                                   settings=method_settings, where="LSTSDTrainer")
+        self.needs_indices = needs_indices(self.method)
+        if self.method.needs_model_inputs and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            raise ValueError(f"method {self.method.name!r} copies the model into a teacher, which FSDP/DeepSpeed "
+                             "shard across ranks; use DDP, or a method without a teacher network (e.g. 'lstsd')")
+        self._check_index_column(self.train_dataset)
+        self._driver = EpochDriver(self.method, where="LSTSDTrainer",
+                                   fix="pass train(resume_from_checkpoint=...) with a checkpoint of an LSTSDTrainer "
+                                       "run to continue it, or build a new LSTSDTrainer for a new run")
+        self._set_up = False
+        self._train_batches: int | None = None
+        self._network: LogitsOf | None = None
+        self.callback_handler.callbacks.insert(0, _MethodHooks(self))
+
+    # ------------------------------------------------------------------ data
+    def _check_index_column(self, dataset: Any) -> None:
+        if dataset is None or not self.needs_indices:
+            return
+        col, n = self.index_column, self.method.num_samples
+        fix = f"add it with lstsd.integrations.transformers.add_index_column(train_dataset, {col!r})"
+        names = getattr(dataset, "column_names", None)
+        if isinstance(names, list):                                   # a datasets.Dataset
+            if col not in names:
+                raise ValueError(f"LSTSDTrainer: the training set has no {col!r} column (each row's index, which "
+                                 f"method {self.method.name!r} needs for its per-sample soft targets); {fix}")
+            if sorted(int(v) for v in dataset[col]) != list(range(len(dataset))):
+                raise ValueError(f"LSTSDTrainer: the {col!r} column is not 0 … {len(dataset) - 1} once each (rows "
+                                 f"selected or filtered after it was made?); renumber: {fix}")
+        elif hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__") and len(dataset) > 0:
+            first = dataset[0]
+            if isinstance(first, Mapping) and col not in first:
+                raise ValueError(f"LSTSDTrainer: the training set's rows have no {col!r} key (each row's index, which "
+                                 f"method {self.method.name!r} needs for its per-sample soft targets); {fix}")
+        if hasattr(dataset, "__len__") and len(dataset) != n:
+            raise ValueError(f"LSTSDTrainer: the method was built for num_samples={n} but the training set has "
+                             f"{len(dataset)} rows; pass num_samples=len(train_dataset)")
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if self.index_column not in self._signature_columns:   # survives remove_unused_columns
+            self._signature_columns.append(self.index_column)
+
+    def get_train_dataloader(self) -> Any:
+        loader = super().get_train_dataloader()
+        self._train_batches = len(loader) if hasattr(loader, "__len__") else None   # per process
+        return loader
+
+    # ------------------------------------------------------------------ method lifecycle
+    @property
+    def network(self) -> LogitsOf:
+        """The model as a ``forward(inputs) → logits`` network (what teachers copy and run)."""
+        if self._network is None or self._network.model is not self.model:
+            self._network = LogitsOf(self.model)
+        return self._network
+
+    def _run_length(self, state: Any) -> tuple[int | None, int | None]:
+        steps = (steps_per_epoch(self._train_batches, self.args.gradient_accumulation_steps)
+                 if self._train_batches else None)
+        epochs = getattr(state, "num_train_epochs", None)
+        if steps and getattr(state, "max_steps", 0) > 0:
+            epochs = math.ceil(state.max_steps / steps)
+        return (int(epochs) if epochs else None), steps
+
+    def _begin_training(self, state: Any) -> None:
+        if not self._set_up:
+            epochs, steps = self._run_length(state)
+            self.method.setup(self.network, epochs=epochs, steps_per_epoch=steps)
+            self._set_up = True
+        self._driver.apply_pending()
+        self.method.to(self.args.device)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
+        if not method_schedules_lr(self.method):
+            return super().create_scheduler(num_training_steps, optimizer)
+        if self.lr_scheduler is not None and not getattr(self, "_created_lr_scheduler", False):
+            warnings.warn(f"method {self.method.name!r} sets its own LR schedule (cyclic cosine per mini-generation): "
+                          "the scheduler passed in optimizers=(optimizer, scheduler) is not used", stacklevel=2)
+        if self._train_batches is None:
+            raise ValueError(f"method {self.method.name!r} schedules the LR per epoch and needs a training set with "
+                             "a length (not an IterableDataset)")
+        steps = steps_per_epoch(self._train_batches, self.args.gradient_accumulation_steps)
+        self.lr_scheduler = self.method.configure_lr_scheduler(
+            optimizer if optimizer is not None else self.optimizer,
+            epochs=math.ceil(num_training_steps / steps), steps_per_epoch=steps)
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    # ------------------------------------------------------------------ loss
+    def _label_key(self) -> str:
+        return self.label_names[0] if len(self.label_names) == 1 else "labels"
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        """The method's loss in training; cross-entropy (no bank writes) in evaluation and prediction.
+
+        ``num_items_in_batch`` is ignored: the loss is a per-batch mean, which the Trainer divides
+        by the accumulation steps (class docstring).
+        """
+        inputs = dict(inputs)
+        indices = inputs.pop(self.index_column, None)       # never passed to the model
+        labels = inputs.pop(self._label_key(), None)         # the model computes no loss of its own
+        if labels is None:
+            raise ValueError(f"LSTSDTrainer: the batch has no {self._label_key()!r}; the training and evaluation "
+                             "sets need the class labels (a 'label' or 'labels' column)")
+        outputs = model(**inputs)
+        logits = _logits(outputs)
+        if model.training:
+            if indices is None and self.needs_indices:
+                raise ValueError(f"LSTSDTrainer: the batch has no {self.index_column!r} (each row's index, which "
+                                 f"method {self.method.name!r} needs); add it with lstsd.integrations.transformers."
+                                 f"add_index_column(train_dataset, {self.index_column!r})")
+            if self.method.epoch is None:
+                raise RuntimeError("LSTSDTrainer.compute_loss: no epoch is open; train with trainer.train()")
+            loss = self.method.loss(logits, labels, indices, model=self.network, inputs=inputs)
+        else:
+            loss = cross_entropy(logits, labels)
+        return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None) -> Any:
+        inputs = {k: v for k, v in inputs.items() if k != self.index_column}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+    @torch.no_grad()
+    def eval_predictions(self, inputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """The method's predictors on a batch of model inputs: ``{"model": probs, ...}`` (Snapshot
+        Ensembles add ``"ensemble"``, Mean Teacher ``"teacher"``). Writes nothing."""
+        inputs = {k: v for k, v in inputs.items() if k not in (self.index_column, self._label_key(), "label")}
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self.method.eval_predictions(self.network, self._prepare_inputs(inputs))
+        finally:
+            self.model.train(was_training)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, model: nn.Module, trial: Any, *args: Any, **kwargs: Any) -> None:
+        if self.args.should_save:   # every rank holds the same banks: the main process writes them
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{_CHECKPOINT_PREFIX}-{self.state.global_step}")
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, METHOD_STATE_NAME)
+            torch.save(self._driver.state_dict(), path + ".tmp")
+            os.replace(path + ".tmp", path)
+        super()._save_checkpoint(model, trial, *args, **kwargs)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        path = os.path.join(resume_from_checkpoint, METHOD_STATE_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{resume_from_checkpoint} has no {METHOD_STATE_NAME}: it was not written by an "
+                                    "LSTSDTrainer, so the method's soft targets cannot be restored; resume from a "
+                                    "checkpoint of an LSTSDTrainer run, or start a new run")
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._driver.stash(torch.load(path, map_location="cpu", weights_only=True))
