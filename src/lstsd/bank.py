@@ -55,6 +55,9 @@ class Bank(nn.Module):
     """
 
     row_buffers: tuple[str, ...] = ()
+    # Whether decoding an unwritten (all-zero) row gives something other than zeros, so that
+    # :meth:`read` must zero it (a top-k row spreads its "leftover" mass); dense rows need not.
+    zero_unrecorded_rows = False
     recorded: torch.Tensor
 
     def __init__(self, num_samples: int, num_classes: int, *, device: torch.device | str | None = None,
@@ -104,20 +107,18 @@ class Bank(nn.Module):
             check_probabilities(probs, indices.numel(), self.num_classes)
         self.store(indices, *self.encode(probs.detach()))
 
-    def store(self, indices: torch.Tensor, *rows: torch.Tensor) -> None:
+    def store(self, indices: torch.Tensor, *rows: torch.Tensor, finite: torch.Tensor | None = None) -> None:
         """Write rows already in storage form (from :meth:`encode`); indices must be unique.
 
         A row holding NaN or inf is not written (the sample keeps its previous target and
         "recorded" flag): nothing non-finite ever reaches a bank. This guard runs on the device,
         without a host synchronisation; the methods' ``validate`` raises on such logits instead.
+        ``finite`` (bool per row), when the caller computed it already, saves computing it again.
         """
         idx = indices.to(self.device)
         buffers = [getattr(self, name) for name in self.row_buffers]
         rows = tuple(row.to(device=b.device, dtype=b.dtype) for row, b in zip(rows, buffers))
-        finite = torch.ones(idx.numel(), dtype=torch.bool, device=self.device)
-        for row in rows:
-            if row.is_floating_point():
-                finite &= torch.isfinite(row).reshape(row.shape[0], -1).all(dim=1)
+        finite = (finite_rows(*rows) if finite is None else finite).to(self.device)
         for buffer, row in zip(buffers, rows):
             keep = finite.view(-1, *([1] * (row.dim() - 1)))
             buffer[idx] = torch.where(keep, row, buffer[idx])
@@ -136,7 +137,8 @@ class Bank(nn.Module):
         idx = indices.to(self.device)
         rows = [self._to(getattr(self, name), idx, out) for name in self.row_buffers]
         recorded = self._to(self.recorded, idx, out)
-        return self.decode(*rows).masked_fill_(~recorded[:, None], 0.0), recorded
+        targets = self.decode(*rows)
+        return (targets.masked_fill_(~recorded[:, None], 0.0) if self.zero_unrecorded_rows else targets), recorded
 
     def _to(self, buffer: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
         if buffer.device == device:
@@ -270,6 +272,7 @@ class TopKBank(Bank):
     """
 
     row_buffers = ("values", "classes")
+    zero_unrecorded_rows = True
     values: torch.Tensor
     classes: torch.Tensor
 
@@ -301,6 +304,15 @@ class TopKBank(Bank):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", k={self.k}, dtype={self.dtype}"
+
+
+def finite_rows(*rows: torch.Tensor) -> torch.Tensor:
+    """Bool per row: every floating-point value of the row (in each of ``rows``) is finite."""
+    finite = torch.ones(rows[0].shape[0], dtype=torch.bool, device=rows[0].device)
+    for row in rows:
+        if row.is_floating_point():
+            finite &= torch.isfinite(row).reshape(row.shape[0], -1).all(dim=1)
+    return finite
 
 
 def make_bank(num_samples: int, num_classes: int, *, bank_format: str = "dense", bank_topk: int | None = None,

@@ -35,15 +35,14 @@ import torch.nn.functional as F
 __all__ = ["DIAGNOSTICS", "TeacherMonitor"]
 
 DIAGNOSTICS = ("quality", "kl", "disagreement", "coverage", "age")
-# Sums kept per teacher: samples seen, samples covered, correct, KL sum, disagreements.
-_SEEN, _COVERED, _CORRECT, _KL, _DISAGREE = range(5)
 
 
 class TeacherMonitor:
     """Per-teacher sums over an epoch's training steps, kept on the device; see the module docstring."""
 
     def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
+        self.sums: dict[str, torch.Tensor] = {}   # per teacher, on the device: covered, correct, KL, disagreements
+        self.seen: dict[str, int] = {}            # per teacher: training samples seen this epoch
         self.ages: dict[str, float] = {}
 
     @torch.no_grad()
@@ -52,32 +51,38 @@ class TeacherMonitor:
                age: float | None = None) -> None:
         """Add one batch: ``teacher_probs`` (softened at T; ``None``: no target for any sample) against
         the student's ``student_logits``; ``mask`` marks the samples that have a target."""
+        self.record_many({name: (teacher_probs, mask, age)}, student_logits, targets, temperature=temperature)
+
+    @torch.no_grad()
+    def record_many(self, teachers: dict[str, tuple[torch.Tensor | None, torch.Tensor | None, float | None]],
+                    student_logits: torch.Tensor, targets: torch.Tensor, *, temperature: float) -> None:
+        """:meth:`record` for several teachers of the same batch (``{name: (probs, mask, age)}``),
+        softening the student once: a few element-wise passes over the batch's logits per teacher."""
         batch = student_logits.shape[0]
-        device = student_logits.device
-        sums = self.sums.get(name)
-        if sums is None:
-            sums = self.sums[name] = torch.zeros(5, dtype=torch.float64, device=device)
-        if age is not None:
-            self.ages[name] = float(age)
-        if teacher_probs is None or batch == 0:
-            sums[_SEEN] += batch
-            return
-        covered = torch.ones(batch, dtype=torch.bool, device=device) if mask is None else mask.to(device)
-        z = teacher_probs.float()
-        log_p = F.log_softmax(student_logits.detach().float() / temperature, dim=1)
-        kl = (torch.xlogy(z, z) - z * log_p).sum(dim=1)
-        teacher_class = z.argmax(dim=1)
-        step = torch.stack([
-            torch.tensor(float(batch), device=device, dtype=torch.float64),
-            covered.double().sum(),
-            ((teacher_class == targets.to(device)) & covered).double().sum(),
-            torch.where(covered, kl, torch.zeros_like(kl)).double().sum(),
-            ((teacher_class != log_p.argmax(dim=1)) & covered).double().sum()])
-        sums += step
+        log_p = student_class = None
+        for name, (teacher_probs, mask, age) in teachers.items():
+            if age is not None:
+                self.ages[name] = float(age)
+            self.seen[name] = self.seen.get(name, 0) + batch          # a host count: no device work
+            if teacher_probs is None or batch == 0:
+                continue
+            if log_p is None:
+                log_p = F.log_softmax(student_logits.detach().float() / temperature, dim=1)
+                student_class = log_p.argmax(dim=1)
+            z = teacher_probs.float()
+            teacher_class = z.argmax(dim=1)
+            rows = torch.stack([torch.ones_like(log_p[:, 0]), (teacher_class == targets).float(),
+                                (torch.xlogy(z, z) - z * log_p).sum(dim=1),
+                                (teacher_class != student_class).float()])
+            if mask is not None:
+                rows = rows * mask.to(rows.dtype)
+            sums = rows.double().sum(dim=1)       # covered, correct, KL, disagreements
+            self.sums[name] = sums if name not in self.sums else self.sums[name] + sums
 
     def reset(self) -> None:
         """Forget the sums (call at the start of every epoch)."""
         self.sums.clear()
+        self.seen.clear()
 
     def summary(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
         """``{"<teacher>_<diagnostic>": value}`` for the epoch so far (one host synchronisation).
@@ -85,10 +90,13 @@ class TeacherMonitor:
         ``reduce`` sums the raw sums over processes under torch.distributed (e.g. an all-reduce).
         A teacher that covered no sample reports only its coverage (0) and age.
         """
-        if not self.sums:
+        if not self.seen:
             return {}
-        names = sorted(self.sums)
-        stacked = torch.stack([self.sums[n] for n in names])
+        names = sorted(self.seen)
+        device = next(iter(self.sums.values())).device if self.sums else torch.device("cpu")
+        stacked = torch.stack([torch.cat([torch.tensor([float(self.seen[n])], dtype=torch.float64, device=device),
+                                          self.sums.get(n, torch.zeros(4, dtype=torch.float64, device=device))])
+                               for n in names])
         if reduce is not None:
             stacked = reduce(stacked)
         out: dict[str, float] = {}

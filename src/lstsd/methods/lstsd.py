@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..bank import Bank, check_bank_settings, make_bank, resolve_bank_dtype
+from ..bank import Bank, check_bank_settings, finite_rows, make_bank, resolve_bank_dtype
 from ..losses import KLDirection, cross_entropy, distillation_kl
 from ._snapshots import require_inputs
 from .base import Method
@@ -125,11 +125,10 @@ class LongShortSettings:
         """Teacher diagnostics: the long-term teacher is as old as the last epoch of the previous
         mini-generation (1 to E epochs), the short-term one an epoch old."""
         long_age = epoch - (self.generations.index(epoch) * self.generations.length - 1)
-        for name, (teacher, mask), age, weight in (("long", long_term, long_age, self.lambda_long),
-                                                   ("short", short_term, 1, self.lambda_short)):
-            if weight > 0:
-                self.teacher_monitor.record(  # type: ignore[attr-defined]
-                    name, teacher, logits, targets, temperature=self.distillation.temperature, mask=mask, age=age)
+        teachers = {name: (teacher, mask, age) for name, (teacher, mask), age, weight in (
+            ("long", long_term, long_age, self.lambda_long), ("short", short_term, 1, self.lambda_short)) if weight > 0}
+        self.teacher_monitor.record_many(teachers, logits, targets,  # type: ignore[attr-defined]
+                                         temperature=self.distillation.temperature)
 
     def _long_short_loss(self, logits: torch.Tensor, targets: torch.Tensor,
                          long_term: tuple[torch.Tensor | None, torch.Tensor | None],
@@ -282,8 +281,9 @@ class LSTSD(LongShortSettings, Method):
                  if bank is not None and writes]
         if banks:   # every rank's rows, once each, under torch.distributed; this batch's otherwise
             written, rows = self.row_exchange(indices, *banks[0].encode(snapshot))
+            finite = finite_rows(*rows) if len(banks) > 1 else None   # the same rows go to both banks
             for bank in banks:
-                bank.store(written, *rows)
+                bank.store(written, *rows, finite=finite)
 
     def end_epoch(self, model: nn.Module | None = None) -> None:
         if self._pending:
