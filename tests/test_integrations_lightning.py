@@ -150,10 +150,11 @@ class Recorder(L.Callback):
             if bank is None:
                 continue
 
-            def store(indices: torch.Tensor, *rows: torch.Tensor, _bank: str = name, _store: Any = bank.store) -> None:
+            def store(indices: torch.Tensor, *rows: torch.Tensor, _bank: str = name, _store: Any = bank.store,
+                      **options: Any) -> None:
                 self.writes.append({"bank": _bank, "training": trainer.training and not trainer.sanity_checking,
                                     "epoch": trainer.current_epoch, "idx": indices.clone()})
-                _store(indices, *rows)
+                _store(indices, *rows, **options)
             bank.store = store
 
     def on_before_backward(self, trainer: Any, pl_module: Any, loss: torch.Tensor) -> None:

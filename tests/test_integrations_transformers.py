@@ -91,10 +91,11 @@ class Recording(LSTSDTrainer):
         for name in ("short_term_bank", "long_term_bank"):
             bank = getattr(self.method, name, None)
             if bank is not None:
-                def store(indices: torch.Tensor, *rows_: torch.Tensor, _bank: str = name, _store: Any = bank.store):
+                def store(indices: torch.Tensor, *rows_: torch.Tensor, _bank: str = name, _store: Any = bank.store,
+                          **options: Any):
                     self.writes.append({"bank": _bank, "training": self.model.training, "epoch": self.method.epoch,
                                         "idx": indices.clone()})
-                    _store(indices, *rows_)
+                    _store(indices, *rows_, **options)
                 bank.store = store
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,

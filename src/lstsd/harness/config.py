@@ -90,7 +90,7 @@ class TrainConfig:
     # execution
     seed: int = 0
     device: str = "auto"
-    precision: str = "auto"                   # auto: AMP on CUDA, bf16 autocast on CPU
+    precision: str = "auto"                   # auto: AMP on CUDA; on CPU bf16 where native, else fp32
     channels_last: bool = True
     progress: str = "auto"                    # auto: a bar only when stderr is a terminal
     out_dir: str = "runs"

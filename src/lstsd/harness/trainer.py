@@ -70,14 +70,21 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: bf16 autocast on CPU and on CUDA GPUs that support it, fp16 AMP on other GPUs."""
+    """``auto``: bf16 autocast on CUDA GPUs that support it, fp16 AMP on other GPUs; on the CPU, bf16
+    autocast only where the CPU computes bf16 natively (AVX512-BF16 or AMX), else fp32.
+
+    Without native bf16 the CPU emulates it: a ResNet-8 epoch took 85 s in bf16 against 9.4 s in
+    fp32 on an AVX2 AMD EPYC. ``precision=bf16`` asks for it anyway.
+    """
     if precision != "auto":
         if precision == "fp16" and device.type != "cuda":
             raise ValueError("precision fp16 (AMP with loss scaling) needs CUDA; use bf16 or fp32 on CPU")
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if device.type == "cpu" else "fp32"
+    if device.type == "cpu" and torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX"):
+        return "bf16"
+    return "fp32"
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
