@@ -259,22 +259,27 @@ def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[i
             values["method_args"] = {**base.get("method_args", {}), **preset.get("method_args", {}).get(method, {})}
             plan.append(load_config(None, shared + per_method.get(method, []), base=values))
     fix = "fix the preset's method_args or pass --set method_args.METHOD.KEY=VALUE"
-    checked: set[str] = set()
-    for cfg in plan:
-        built = check_run(cfg, fix)
-        _check_same_run(cfg.run_path(), cfg)
-        if cfg.method not in checked:
-            checked.add(cfg.method)
-            for message in distillation_warnings(cfg, built):
-                warn(message)
-    check_output_folder(root, "choose another folder with --out DIR")
-
+    check_plan(plan, root, fix, warn)
     log(f"lstsd compare --preset {preset['name']}: {len(methods)} methods × {len(seeds)} seeds = {len(plan)} runs "
         f"into {_abs(root)}")
     runs = run_plan(plan, jobs=jobs, threads=threads, log=log, context=context)
     if not _main_process():
         return runs, ""   # under torchrun, rank 0 alone writes the plots
     return runs, _tables_and_plots(runs, root / "plots", methods=methods)
+
+
+def check_plan(plan: list[TrainConfig], root: Path, fix: str, warn: Callable[[str], None]) -> None:
+    """Check every run of a comparison or sweep before the first one trains (:func:`check_run`, a
+    reused folder holds the same settings, the output folder can be written); warn once per message."""
+    warned: set[str] = set()
+    for cfg in plan:
+        built = check_run(cfg, fix)
+        _check_same_run(cfg.run_path(), cfg)
+        for message in distillation_warnings(cfg, built):
+            if message not in warned:
+                warned.add(message)
+                warn(message)
+    check_output_folder(root, "choose another folder with --out DIR")
 
 
 def run_plan(plan: list[TrainConfig], *, jobs: int = 1, threads: int | None = None,
@@ -351,15 +356,7 @@ def sweep(preset_name: str, *, grid: list[str] | None = None, method: str | None
             values = dict(base, method=method, seed=seed, name=name, run_dir=str(root / name))
             values["method_args"] = {**base.get("method_args", {}), **preset.get("method_args", {}).get(method, {})}
             plan.append(load_config(None, shared + per_method.get(method, []) + point_overrides(point), base=values))
-    warned: set[str] = set()
-    for cfg in plan:
-        built = check_run(cfg, fix)
-        _check_same_run(cfg.run_path(), cfg)
-        for message in distillation_warnings(cfg, built):
-            if message not in warned:
-                warned.add(message)
-                warn(message)
-    check_output_folder(root, "choose another folder with --out DIR")
+    check_plan(plan, root, fix, warn)
     log(f"lstsd sweep --preset {preset['name']}: {method}, {len(points)} grid points × {len(seeds)} seeds = "
         f"{len(plan)} runs into {_abs(root)}")
     runs = run_plan(plan, jobs=jobs, threads=threads, log=log, context=context)
