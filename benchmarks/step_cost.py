@@ -21,6 +21,10 @@ Example (CPU, ≈ 2-3 min on 2 cores in bf16)::
     python benchmarks/step_cost.py --bf16
     python benchmarks/step_cost.py --device cuda --steps 20 --repeats 10 --bf16
     python benchmarks/step_cost.py --methods vanilla,lstsd,mean_teacher --steps 2 --repeats 3
+    python benchmarks/step_cost.py --methods lstsd,lstsd:record_targets=after_update_eval --threads 2
+
+A method may carry settings as ``NAME:KEY=VALUE:KEY=VALUE`` (values read as YAML scalars); it is
+then reported under that spec.
 """
 
 from __future__ import annotations
@@ -50,11 +54,25 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"lstsd:record_targets=after_update_eval"`` -> ``("lstsd", {"record_targets": "after_update_eval"})``."""
+    import yaml
+    name, *pairs = spec.split(":")
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--methods {spec!r}: {pair!r} is not KEY=VALUE")
+        settings[key] = yaml.safe_load(value)
+    return name, settings
+
+
 class Runner:
     """One method's model, optimizer, scheduler and state, advanced one epoch at a time."""
 
-    def __init__(self, name: str, args: argparse.Namespace, data: tuple[torch.Tensor, torch.Tensor]) -> None:
+    def __init__(self, spec: str, args: argparse.Namespace, data: tuple[torch.Tensor, torch.Tensor]) -> None:
         torch.manual_seed(0)
+        name, settings = parse_spec(spec)
         self.name = name
         self.args = args
         self.device = torch.device(args.device)
@@ -64,7 +82,7 @@ class Runner:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
         self.method: Method = create_method(name, num_samples=args.steps * args.batch_size,
-                                            num_classes=NUM_CLASSES, **SETTINGS.get(name, {}))
+                                            num_classes=NUM_CLASSES, **{**SETTINGS.get(name, {}), **settings})
         self.method.validate = False
         total_epochs = args.repeats + 1
         self.method.setup(self.model, epochs=total_epochs, steps_per_epoch=args.steps)
@@ -132,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     names = available_methods() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = sorted(set(names) - set(available_methods()))
+    unknown = sorted({parse_spec(n)[0] for n in names} - set(available_methods()))
     if unknown:
         parser.error(f"unknown methods {unknown}; available: {', '.join(available_methods())}")
     names = ["vanilla"] + [n for n in names if n != "vanilla"]

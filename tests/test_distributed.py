@@ -8,7 +8,6 @@ state after every epoch; the tests compare those files with a single-process ref
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from torch.utils.data import DistributedSampler
 
 from lstsd.distributed import RowExchange
 from lstsd.methods import create_method
+from processes import free_port
 
 N, C, BATCH, EPOCHS, WORLD = 11, 5, 4, 4, 2   # 11 samples on 2 ranks: the sampler repeats one
 SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -84,17 +84,11 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ddp")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=WORLD, join=True)
     return out
 
 
@@ -160,7 +154,7 @@ def test_the_ddp_example_runs_under_torchrun_with_identical_banks():
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           "--master_port", str(_free_port()), str(root / "examples" / "ddp_loop.py"),
+                           "--master_port", str(free_port()), str(root / "examples" / "ddp_loop.py"),
                            "--epochs", "4", "--bank-format", "topk"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

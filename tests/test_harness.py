@@ -164,6 +164,17 @@ def test_every_method_trains_in_the_harness(tmp_path):
         assert 0 <= results["final"]["test_accuracy"] <= 100, name
 
 
+def test_lstsd_with_zero_weights_is_vanilla_in_the_harness(tmp_path):
+    """The study's vanilla rows are the λ-scale sweep's 0 point (docs/results.md): the same run, bit for bit."""
+    runs = {name: tiny(tmp_path, run=name, method=name, augment=True, epochs=3,
+                       method_args=args) for name, args in
+            (("vanilla", {}), ("lstsd", {"generation_epochs": 1, "lambda_long": 0.0, "lambda_short": 0.0}))}
+    results = {name: Trainer(cfg, log=None).fit() for name, cfg in runs.items()}
+    assert results["vanilla"]["final"] == results["lstsd"]["final"]
+    a, b = (_final_state(cfg.run_dir)["model"] for cfg in runs.values())
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 # ----------------------------------------------------------------------------- CLI
 @pytest.mark.slow
 def test_cli_train_compare_report(tmp_path, capsys):
@@ -451,3 +462,25 @@ def test_table_layouts():
     t3 = results_table([_record("lstsd", "resnet20", "cifar100", 0, 69.42),
                         _record("lstsd_wo_long", "resnet20", "cifar100", 0, 69.09)])
     assert "| lstsd_wo_long | 69.09 (-0.33) |" in t3 and "difference to LSTSD" in t3
+
+
+def test_teacher_table_puts_student_fit_and_teacher_diagnostics_side_by_side():
+    from lstsd.harness.report import teacher_table
+
+    def run(method, seed, rows):
+        record = _record(method, "resnet20", "digits", seed, 80.0)
+        record.rows = rows
+        return record
+
+    lstsd_rows = lambda q, kl: [{"train_accuracy": 50.0},   # noqa: E731 - the first mini-generation: no teacher
+                                {"train_accuracy": q + 2, "teacher_short_quality": q, "teacher_short_kl": kl,
+                                 "teacher_short_disagreement": 4.0, "teacher_long_quality": q - 1,
+                                 "teacher_long_kl": 2 * kl, "teacher_long_disagreement": 6.0}]
+    records = [run("lstsd", 0, lstsd_rows(80.0, 0.02)), run("lstsd", 1, lstsd_rows(90.0, 0.04)),
+               run("vanilla", 0, [{"train_accuracy": 99.0}, {"train_accuracy": 100.0}])]
+    table = teacher_table(records)
+    assert "| Network | Method | train acc. (%) | short teacher: acc. (%) / KL / disagree (%) |" \
+           " long teacher: acc. (%) / KL / disagree (%) |" in table
+    assert "| resnet20 | lstsd | 87.0 | 85.0 / 0.030 / 4.0 | 84.0 / 0.060 / 6.0 |" in table   # last epoch, mean of seeds
+    assert "| resnet20 | vanilla | 100.0 | — | — |" in table
+    assert teacher_table([_record("vanilla", "r", "d", 0, 1.0)]) == ""   # nothing logged: no table

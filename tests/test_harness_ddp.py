@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import yaml
 
 from lstsd.harness.checkpoint import load_checkpoint, previous_path
+from processes import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -23,16 +23,10 @@ CONFIG = {"dataset": "digits", "train_subset": 300, "model": "resnet", "model_ar
           "eval_batch_size": 100, "progress": "none", "precision": "fp32"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun(config: Path, *extra: str, processes: int = 2) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = ([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
-                "--master_port", str(_free_port()), "-m", "lstsd.harness.cli"] if processes > 1
+                "--master_port", str(free_port()), "-m", "lstsd.harness.cli"] if processes > 1
                else [sys.executable, "-m", "lstsd.harness.cli"])
     return subprocess.run(command + ["train", "--config", str(config), *extra], capture_output=True, text=True,
                           env=env, timeout=600)

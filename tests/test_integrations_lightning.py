@@ -14,7 +14,6 @@ Run as a script (``python tests/test_integrations_lightning.py --ddp OUT``) it i
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ L = pytest.importorskip("lightning.pytorch")
 import lstsd  # noqa: E402
 from lstsd.integrations.lightning import LSTSDCallback, configure_optimizers, training_loss  # noqa: E402
 from lstsd.methods.lstsd import lstsd_loss  # noqa: E402
+from processes import free_port  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*does not have many workers"),
               pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated"),
@@ -386,15 +386,9 @@ def _ddp_worker(out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ddp_strategy_keeps_the_banks_identical_on_both_ranks(tmp_path: Path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(_free_port()), "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(free_port()), "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--ddp", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -17,7 +17,6 @@ it is the DDP worker.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +31,7 @@ pytest.importorskip("accelerate")
 import lstsd  # noqa: E402
 from lstsd.integrations.transformers import METHOD_STATE_NAME, LSTSDTrainer, add_index_column  # noqa: E402
 from lstsd.methods.lstsd import lstsd_loss  # noqa: E402
+from processes import free_port  # noqa: E402
 
 N, C, VOCAB, LENGTH = 32, 3, 40, 8
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -337,17 +337,11 @@ def _ddp_worker(out: str) -> None:
     trainer.train()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_torchrun_keeps_the_banks_identical_on_both_ranks(tmp_path: Path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           "--master_port", str(_free_port()), str(Path(__file__).resolve()), "--ddp", str(tmp_path)],
+                           "--master_port", str(free_port()), str(Path(__file__).resolve()), "--ddp", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     for epoch in range(DDP_EPOCHS):

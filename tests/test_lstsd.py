@@ -8,7 +8,7 @@ import torch
 import lstsd
 from lstsd import LSTSD
 from lstsd.methods import create_method
-from toy import index_batches, run_epochs
+from toy import assert_same, index_batches, make_data, run_epochs, setup_run, train, weights
 
 N, C, BATCH = 11, 4, 4   # 11 samples: the last batch of each epoch is smaller
 
@@ -195,6 +195,18 @@ def test_ablation_matches_lstsd_with_zero_weight():
     assert a == b and a != c
     with pytest.raises(ValueError, match="fixes lambda_long=0"):
         create_method("lstsd_wo_long", num_samples=N, num_classes=C, lambda_long=1.0)
+
+
+def test_zero_weights_train_exactly_like_vanilla():
+    """λL = λS = 0 is vanilla training, bit for bit: the λ-scale sweep's 0 point is the study's vanilla row."""
+    data = make_data()
+    runs = []
+    for name, hparams in (("vanilla", {}), ("lstsd", dict(generation_epochs=1, lambda_long=0.0, lambda_short=0.0))):
+        model, opt, sched, method = setup_run(name, epochs=4, **hparams)
+        losses = train(model, opt, sched, method, range(4), data)
+        runs.append((losses, weights(model)))
+    assert [float(x) for x in runs[0][0]] == [float(x) for x in runs[1][0]]
+    assert_same(runs[0][1], runs[1][1], "weights")
 
 
 def test_t2_scale_and_direction_options_change_the_distillation_terms():

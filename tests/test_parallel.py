@@ -4,6 +4,10 @@ given thread count), and never oversubscribe the machine."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,3 +52,53 @@ def test_a_failing_run_is_raised(tmp_path):
     bad = [RunRequest({**requests(tmp_path, "x")[0].config, "method_args": {"generation_epochs": 0}})]
     with pytest.raises(ValueError, match="generation_epochs"):
         run_all(bad, jobs=1)
+
+
+ORPHAN_PARENT = '''
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from lstsd.harness.config import TrainConfig
+from lstsd.harness.parallel import RunRequest, _init_worker, _run_in_worker
+if __name__ == "__main__":
+    config = TrainConfig.from_dict({**%r, "epochs": 100000, "seed": 0, "run_dir": sys.argv[1]}).to_dict()
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                               initargs=(1,))
+    print(pool.submit(os.getpid).result(), flush=True)
+    pool.submit(_run_in_worker, RunRequest(config), 1)
+    time.sleep(600)
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path(f"/proc/{pid}/stat").is_file() or Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "getppid") or sys.platform != "linux", reason="Linux process semantics")
+def test_a_run_stops_when_the_process_that_started_it_is_killed(tmp_path):
+    """SIGKILL (or SIGTERM) to `lstsd compare --jobs N` gives it no chance to stop its pool: the
+    workers notice their parent is gone, stop their runs (keeping the last checkpoint) and exit."""
+    script = tmp_path / "parent.py"
+    script.write_text(ORPHAN_PARENT % (BASE,))
+    run_dir = tmp_path / "run"
+    parent = subprocess.Popen([sys.executable, str(script), str(run_dir)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        worker = int(parent.stdout.readline())
+        deadline = time.monotonic() + 120
+        while not (run_dir / "checkpoint.pt").is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (run_dir / "checkpoint.pt").is_file(), "the run never saved a checkpoint"
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(worker), "the worker kept running after its parent was killed"
+    finally:
+        parent.kill()
+    load_checkpoint(run_dir / "checkpoint.pt")   # the last checkpoint is intact

@@ -43,7 +43,7 @@ from .config import (TrainConfig, apply_overrides, check_required, config_differ
 from .errors import (ConfigError, ConfigNotFoundError, HarnessError, OutputError, ReportError, is_disk_full,
                      one_line)
 from .registry import available_datasets, available_models, dataset_entry, model_kind
-from .report import collect, cost_table, find_runs, results_table, write_plots
+from .report import collect, cost_table, find_runs, results_table, teacher_table, write_plots
 
 CONFIG, CHECKPOINT, METRICS, RESULTS = "config.yaml", "checkpoint.pt", "metrics.jsonl", "results.json"
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
@@ -432,8 +432,8 @@ def _tables_and_plots(run_dirs: list[str] | list[Path], plots_dir: Path, methods
 
 def _tables_and_plots_of(records: list, plots_dir: Path, methods: list[str] | None = None) -> str:
     plots = write_plots(records, plots_dir)
-    return "\n\n".join([results_table(records, methods=methods), cost_table(records),
-                        "Plots:\n" + "\n".join(f"  {p}" for p in plots)])
+    tables = [results_table(records, methods=methods), teacher_table(records), cost_table(records)]
+    return "\n\n".join([t for t in tables if t] + ["Plots:\n" + "\n".join(f"  {p}" for p in plots)])
 
 
 # ----------------------------------------------------------------------------- subcommands

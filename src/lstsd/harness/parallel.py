@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -55,17 +58,40 @@ def threads_per_job(jobs: int, cores: int | None = None) -> int:
     return max(1, cores // jobs)
 
 
+_ORPHANED = threading.Event()   # set in a pool worker whose parent process is gone
+
+
 def _run_in_worker(request: RunRequest, threads: int) -> dict[str, Any]:
     import torch   # the pool's processes are spawned: set the threads before any work
     torch.set_num_threads(threads)
     from .config import TrainConfig
     from .trainer import Trainer
-    return Trainer(TrainConfig.from_dict(request.config), log=None).fit(resume=request.resume)
+    try:
+        return Trainer(TrainConfig.from_dict(request.config), log=None).fit(resume=request.resume)
+    finally:
+        if _ORPHANED.is_set():
+            os._exit(1)   # stopped because the parent is gone: nobody is left to report to
 
 
 def _init_worker(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
+    # A pool started from a background shell inherits SIGINT ignored: make Ctrl-C stop a run again.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), daemon=True,
+                     name="lstsd-parent-watch").start()
+
+
+def _stop_when_orphaned(parent: int, poll_s: float = 1.0, grace_s: float = 30.0) -> None:
+    """Stop this worker when the process that started it is gone (killed by SIGTERM or SIGKILL, which
+    give it no chance to stop its pool): a run interrupted this way resumes from its last checkpoint,
+    where a run left going would keep the cores busy, unseen, until it finished."""
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    _ORPHANED.set()
+    os.kill(os.getpid(), signal.SIGINT)   # KeyboardInterrupt in the run: it stops as on Ctrl-C
+    time.sleep(grace_s)
+    os._exit(1)   # idle, or the run did not stop in time
 
 
 def run_all(requests: Sequence[RunRequest], *, jobs: int = 1, threads: int | None = None,

@@ -536,6 +536,59 @@ def cost_table(records: list[RunRecord]) -> str:
             "see benchmarks/ for interleaved ratios)\n\n" + "\n".join(lines))
 
 
+def _last(record: RunRecord, key: str) -> float | None:
+    """``key`` in the last epoch of ``record`` that logged it."""
+    for row in reversed(record.rows):
+        if key in row:
+            return float(row[key])
+    return None
+
+
+def _mean_of(values: list[float | None], fmt: str) -> str:
+    present = [v for v in values if v is not None]
+    return format(statistics.mean(present), fmt) if present else "—"
+
+
+def teacher_table(records: list[RunRecord]) -> str:
+    """The student's training accuracy and each teacher's diagnostics at the last epoch, mean over seeds.
+
+    The paper's thesis (Introduction) is that a teacher helps when it is good *and* different from
+    the student: this table puts the two side by side (:mod:`lstsd.diagnostics`): each teacher's
+    accuracy on the training samples it covers, KL(teacher ‖ student at T) and how often its argmax
+    disagrees with the student's. Training accuracy is measured on the fly (train mode, augmented
+    batches) and says how far each run fits, or overfits, its training set. ``""`` when no run
+    logged training accuracy.
+
+    Example:
+        >>> row = {"train_accuracy": 90.0, "teacher_short_quality": 88.0, "teacher_short_kl": 0.01,
+        ...        "teacher_short_disagreement": 3.0}
+        >>> runs = [RunRecord(Path("."), "lstsd", "resnet20", "digits", 0, {"test_accuracy": 80.0}, [row], {}),
+        ...         RunRecord(Path("."), "vanilla", "resnet20", "digits", 0, {"test_accuracy": 81.0},
+        ...                   [{"train_accuracy": 99.0}], {})]
+        >>> print(teacher_table(runs).splitlines()[-2])
+        | resnet20 | lstsd | 90.0 | 88.0 / 0.010 / 3.0 |
+    """
+    if not any(_last(r, "train_accuracy") is not None for r in records):
+        return ""
+    names = teacher_names(records)
+    groups: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
+    for r in records:
+        groups[(r.dataset, r.model, r.row)].append(r)
+    several_datasets = len({dataset for dataset, _, _ in groups}) > 1
+    head = ["Data set"] * several_datasets + ["Network", "Method", "train acc. (%)"]
+    head += [f"{name} teacher: acc. (%) / KL / disagree (%)" for name in names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (dataset, model, row), runs in groups.items():
+        cells = [dataset] * several_datasets + [model, row, _mean_of([_last(r, "train_accuracy") for r in runs], ".1f")]
+        for name in names:
+            parts = [[_last(r, f"teacher_{name}_{what}") for r in runs] for what in ("quality", "kl", "disagreement")]
+            cells.append("—" if all(v is None for v in parts[0]) else
+                         " / ".join(_mean_of(v, fmt) for v, fmt in zip(parts, (".1f", ".3f", ".1f"))))
+        lines.append("| " + " | ".join(cells) + " |")
+    return ("The student and its teachers at the last epoch (mean over seeds): a teacher helps when it is "
+            "good and different (the paper's thesis)\n\n" + "\n".join(lines))
+
+
 # ----------------------------------------------------------------------------- plots
 def _series(records: list[RunRecord], key: str,
             weight: float = 1.0) -> tuple[list[int], list[float], list[float], list[float]]:

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The study behind docs/results.md, "When does LSTSD help, and why": every command, step by step.
+#
+#   studies/when_lstsd_helps.sh [STEP ...]       (no step: every step, in the order below)
+#
+# Finished runs are reused and an interrupted run resumes, so running a step again only makes what is
+# missing. Environment: LSTSD (the CLI, default .venv/bin/lstsd), JOBS (runs at once, default 2, each
+# with cores // JOBS threads), EXTRA (more `--set` values for every run, e.g. "device=cuda").
+# On the development machine (2 CPU cores, 1 thread per run) a 164-epoch run takes ~16 min on
+# 4,000 images and ~4 min on 1,000.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LSTSD=${LSTSD:-.venv/bin/lstsd}
+JOBS=${JOBS:-2}
+EXTRA=${EXTRA:-}
+OUT=${OUT:-runs/study}
+
+# The paper's full schedule (164 epochs, LR /10 at 25/50/75 %, E = 6) on the quick preset's data and
+# network comes with the sweep-lambda-scale preset; these grids pick points on it.
+WEIGHTS="method_args.lambda_long,method_args.lambda_short=0:0,0.6:1.0,2.4:4.0"   # vanilla, 1/4, paper
+MORE_WEIGHTS="method_args.lambda_long,method_args.lambda_short=1.2:2.0,4.8:8.0"  # 1/2, 2x
+# Readings of the paper (docs/decisions.md), each against the default (teacher_student, no T^2,
+# training_forward): the literal KL direction, T^2 scaling, Algorithm 1's literal line 14 (train/eval mode).
+READINGS="method_args.kl_direction,method_args.t2_scale,method_args.record_targets=\
+student_teacher:false:training_forward,teacher_student:true:training_forward,\
+teacher_student:false:after_update_train,teacher_student:false:after_update_eval"
+
+sweep() { "$LSTSD" sweep --preset sweep-lambda-scale --jobs "$JOBS" "$@"; }
+
+step() {
+  case "$1" in
+    4k-aug)        sweep --grid "$WEIGHTS" --out "$OUT/4k-aug" ${EXTRA:+--set $EXTRA} ;;
+    1k-noaug)      sweep --grid "$WEIGHTS" --out "$OUT/1k-noaug" --set train_subset=1000 augment=false $EXTRA ;;
+    1k-aug)        sweep --grid "$WEIGHTS" --out "$OUT/1k-aug" --set train_subset=1000 $EXTRA ;;
+    readings-1k)   sweep --grid "$READINGS" --out "$OUT/1k-noaug-readings" --set train_subset=1000 augment=false $EXTRA ;;
+    4k-aug-more)   sweep --grid "$MORE_WEIGHTS" --out "$OUT/4k-aug" ${EXTRA:+--set $EXTRA} ;;
+    4k-noaug)      sweep --grid "$WEIGHTS" --out "$OUT/4k-noaug" --set augment=false $EXTRA ;;
+    16k-aug)       sweep --grid "$WEIGHTS" --out "$OUT/16k-aug" --set train_subset=16000 $EXTRA ;;
+    16k-noaug)     sweep --grid "$WEIGHTS" --out "$OUT/16k-noaug" --set train_subset=16000 augment=false $EXTRA ;;
+    readings-4k)   sweep --grid "$READINGS" --out "$OUT/4k-aug-readings" ${EXTRA:+--set $EXTRA} ;;
+    # Table 2's NLP recipe for the CNN (SGD lr 8e-3, batch 32, 50 epochs, no LR steps, T = 1, E = 6)
+    # with the text-quick preset's network on the movie-review snippets.
+    text-cnn)      "$LSTSD" compare --preset text-quick --seeds 0,1,2 --jobs "$JOBS" --out "$OUT/text-cnn" \
+                     --set epochs=50 batch_size=32 lr=0.008 "lr_milestones=[]" eval_every=10 \
+                     method_args.lstsd.generation_epochs=6 $EXTRA ;;
+    minilm)        "$LSTSD" compare --preset text-minilm --seeds 0,1,2 --jobs "$JOBS" --out "$OUT/minilm" ${EXTRA:+--set $EXTRA} ;;
+    *) echo "unknown step $1; steps: $STEPS" >&2; exit 2 ;;
+  esac
+}
+
+STEPS="1k-noaug text-cnn 4k-aug readings-1k 1k-aug minilm 4k-aug-more 4k-noaug 16k-aug 16k-noaug readings-4k"
+for s in ${@:-$STEPS}; do
+  echo "== $s ($(date -u +%H:%M:%S))"
+  step "$s"
+done
