@@ -300,6 +300,26 @@ def test_every_registered_method_trains_through_lightning(name: str):
         assert any(not torch.equal(teacher[k], p) for k, p in Tiny().net.named_parameters())
 
 
+def test_the_teachers_diagnostics_are_logged_once_per_epoch():
+    model, cb = Tiny(), callback("lstsd", generation_epochs=1)
+    seen: list[dict[str, float]] = []
+
+    class Watch(L.Callback):
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:   # runs after LSTSDCallback's
+            seen.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("teacher/")})
+
+    trainer(3, [cb, Watch()]).fit(model, loader())
+    assert seen[0] == {}                    # first mini-generation: no teacher yet
+    for epoch in seen[1:]:
+        assert {"teacher/short_quality", "teacher/short_kl", "teacher/long_disagreement"} <= set(epoch)
+        assert epoch["teacher/short_coverage"] == 100.0 and 0 <= epoch["teacher/short_quality"] <= 100
+    assert seen[1] != seen[2]               # a new value each epoch, not a running mean
+    quiet = callback("lstsd", generation_epochs=1, log_teachers=False)
+    t = trainer(2, [quiet])
+    t.fit(Tiny(), loader())
+    assert not any(k.startswith("teacher/") for k in t.callback_metrics)
+
+
 def test_the_covered_methods_are_the_registered_ones():
     assert set(SETTINGS) | {"lstsd_wo_short"} == set(lstsd.available_methods())
 

@@ -261,6 +261,16 @@ def test_every_registered_method_trains_through_the_trainer(tmp_path: Path, name
         assert any(not torch.equal(teacher[k], p) for k, p in model().named_parameters())
 
 
+def test_the_teachers_diagnostics_are_logged_once_per_epoch(tmp_path: Path):
+    trainer = trainer_for(tmp_path, "lstsd", num_train_epochs=3, learning_rate=1e-3)
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if any(k.startswith("teacher/") for k in entry)]
+    assert [round(entry["epoch"]) for entry in logged] == [2, 3]    # E = 1: teachers from the second epoch
+    for entry in logged:
+        assert entry["teacher/short_coverage"] == 100.0 and 0 <= entry["teacher/long_quality"] <= 100
+        assert entry["teacher/short_kl"] >= 0
+
+
 def test_the_covered_methods_are_the_registered_ones():
     assert set(SETTINGS) | {"lstsd_wo_long"} == set(lstsd.available_methods())
 

@@ -141,7 +141,20 @@ class EpochDriver:
                                f"starts epoch {epoch}; {self.fix}")
         method.start_epoch(epoch)
 
-    def end(self, network: nn.Module) -> None:
-        """Close the epoch in progress (a no-op if none is open)."""
-        if self.method.epoch is not None:
-            self.method.end_epoch(network)
+    def end(self, network: nn.Module) -> dict[str, float]:
+        """Close the epoch in progress (a no-op if none is open); return its teacher diagnostics
+        (:meth:`lstsd.Method.teacher_diagnostics`, summed over the processes under torch.distributed:
+        every rank must call this), ``{}`` for a method without a teacher or when no epoch was open."""
+        if self.method.epoch is None:
+            return {}
+        teachers = self.method.teacher_diagnostics(_sum_over_processes)
+        self.method.end_epoch(network)
+        return teachers
+
+
+def _sum_over_processes(tensor: torch.Tensor) -> torch.Tensor:
+    """All-reduce sum where a process group is running (the framework's DDP), else ``tensor`` as is."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor

@@ -105,6 +105,9 @@ class LSTSDCallback(pl.Callback):
             ``None`` for the LightningModule itself. Teacher-forward methods copy it and run the
             copy on ``inputs``; snapshot methods snapshot it.
         log_components: log the loss's parts (``lstsd/ce``, ``lstsd/short``, …) as epoch means.
+        log_teachers: log each teacher's diagnostics once per epoch (``teacher/short_quality``,
+            ``teacher/short_kl``, …; :mod:`lstsd.diagnostics`): is the teacher good, and different
+            from the student?
         **settings: the method's settings (``generation_epochs=6, lambda_long=2.4, …``).
 
     The callback's ``state_dict`` (Lightning's checkpoint entry ``"LSTSDCallback"``) holds the
@@ -113,7 +116,7 @@ class LSTSDCallback(pl.Callback):
 
     def __init__(self, method: str | Method = "lstsd", *, num_samples: int | None = None,
                  num_classes: int | None = None, network: str | None = None, log_components: bool = True,
-                 **settings: Any) -> None:
+                 log_teachers: bool = True, **settings: Any) -> None:
         super().__init__()
         self.method = build_method(method, num_samples=num_samples, num_classes=num_classes, settings=settings,
                                    where="LSTSDCallback")
@@ -122,6 +125,7 @@ class LSTSDCallback(pl.Callback):
                             f"the network (e.g. network='net'), got {type(network).__name__}")
         self.network = network
         self.log_components = log_components
+        self.log_teachers = log_teachers
         self.needs_indices = needs_indices(self.method)
         self._driver = EpochDriver(self.method, where="LSTSDCallback",
                                    fix="resume with trainer.fit(..., ckpt_path=...) from a checkpoint of a run that "
@@ -243,7 +247,10 @@ class LSTSDCallback(pl.Callback):
             self.method.end_step(self.network_of(pl_module))
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        self._driver.end(self.network_of(pl_module))
+        teachers = self._driver.end(self.network_of(pl_module))
+        if teachers and self.log_teachers:      # already summed over the ranks: the same on every rank
+            pl_module.log_dict({f"teacher/{k}": float(v) for k, v in teachers.items()}, on_step=False,
+                               on_epoch=True)
 
     def state_dict(self) -> dict[str, Any]:
         if self._driver.pending is not None:     # restored but not applied yet: keep it as it was

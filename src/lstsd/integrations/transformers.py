@@ -164,7 +164,9 @@ class _MethodHooks(_hf.TrainerCallback):
         self.trainer.method.end_step(self.trainer.network)     # after each optimizer step (Mean Teacher's EMA)
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.trainer._driver.end(self.trainer.network)        # before the Trainer's end-of-epoch save
+        teachers = self.trainer._driver.end(self.trainer.network)   # before the Trainer's end-of-epoch save
+        if teachers:    # summed over the ranks already; the Trainer reports from the main process
+            self.trainer.log({f"teacher/{k}": float(v) for k, v in teachers.items()})
 
 
 class LSTSDTrainer(_hf.Trainer):
@@ -180,7 +182,9 @@ class LSTSDTrainer(_hf.Trainer):
         index_column: the column holding each training row's index (:func:`add_index_column`).
 
     The method is ``trainer.method``; its state is saved as ``lstsd_method.pt`` in every
-    checkpoint folder and restored by ``train(resume_from_checkpoint=...)``.
+    checkpoint folder and restored by ``train(resume_from_checkpoint=...)``. At the end of each
+    epoch the teachers' diagnostics (:mod:`lstsd.diagnostics`) are logged as ``teacher/short_quality``,
+    ``teacher/short_kl``, … (``trainer.state.log_history`` and the report_to integrations).
     """
 
     # The method's loss is a per-batch mean that ignores num_items_in_batch: training_step must
