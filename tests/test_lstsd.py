@@ -197,6 +197,18 @@ def test_ablation_matches_lstsd_with_zero_weight():
         create_method("lstsd_wo_long", num_samples=N, num_classes=C, lambda_long=1.0)
 
 
+def test_t2_scaling_is_the_weights_times_t_squared():
+    """t2_scale multiplies both KL terms by T²: the same loss as λL·T², λS·T² (so the study's λ
+    sweep covers the T² reading, docs/results.md)."""
+    epochs, t = 4, 2.0
+    table = logit_table(epochs, seed=9)
+    y = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(9))
+    scaled = run_losses(LSTSD(N, C, generation_epochs=1, temperature=t, t2_scale=True), table, y, epochs)
+    weights_x4 = run_losses(LSTSD(N, C, generation_epochs=1, temperature=t, lambda_long=2.4 * t * t,
+                                  lambda_short=4.0 * t * t), table, y, epochs)
+    assert scaled == pytest.approx(weights_x4, rel=1e-6)
+
+
 def test_zero_weights_train_exactly_like_vanilla():
     """λL = λS = 0 is vanilla training, bit for bit: the λ-scale sweep's 0 point is the study's vanilla row."""
     data = make_data()
