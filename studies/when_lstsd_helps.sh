@@ -44,12 +44,15 @@ step() {
     text-cnn)      "$LSTSD" compare --preset text-quick --seeds 0,1,2 --jobs "$JOBS" --out "$OUT/text-cnn" \
                      --set epochs=50 batch_size=32 lr=0.008 "lr_milestones=[]" eval_every=10 \
                      method_args.lstsd.generation_epochs=6 $EXTRA ;;
+    # Table 1's methods and Table 3's variants on the same full schedule (the vanilla and lstsd runs
+    # equal the 4k-aug step's lambda 0 and paper points; these are separate runs of them).
+    all-methods-4k) "$LSTSD" compare --preset full-schedule --methods all --jobs "$JOBS" --out "$OUT/4k-aug-all-methods" ${EXTRA:+--set $EXTRA} ;;
     minilm)        "$LSTSD" compare --preset text-minilm --seeds 0,1,2 --jobs "$JOBS" --out "$OUT/minilm" ${EXTRA:+--set $EXTRA} ;;
     *) echo "unknown step $1; steps: $STEPS" >&2; exit 2 ;;
   esac
 }
 
-STEPS="1k-noaug text-cnn readings-1k 4k-aug 1k-aug minilm 4k-aug-more 4k-noaug 16k-aug 16k-noaug readings-4k"
+STEPS="1k-noaug text-cnn readings-1k 4k-aug 1k-aug minilm 4k-aug-more 4k-noaug 16k-aug 16k-noaug readings-4k all-methods-4k"
 for s in ${@:-$STEPS}; do
   echo "== $s ($(date -u +%H:%M:%S))"
   step "$s"

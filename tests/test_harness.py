@@ -484,3 +484,18 @@ def test_teacher_table_puts_student_fit_and_teacher_diagnostics_side_by_side():
     assert "| resnet20 | lstsd | 87.0 | 85.0 / 0.030 / 4.0 | 84.0 / 0.060 / 6.0 |" in table   # last epoch, mean of seeds
     assert "| resnet20 | vanilla | 100.0 | — | — |" in table
     assert teacher_table([_record("vanilla", "r", "d", 0, 1.0)]) == ""   # nothing logged: no table
+
+
+def test_paired_table_differences_by_seed_and_clear_errors():
+    from lstsd.harness.errors import ReportError
+    from lstsd.harness.report import paired_table
+    records = [_record("vanilla", "r", "d", s, a) for s, a in ((0, 80.0), (1, 82.0), (2, 81.0))]
+    records += [_record("lstsd", "r", "d", s, a) for s, a in ((0, 81.0), (1, 82.0), (2, 80.0))]
+    records += [_record("ps_kd", "r", "d", 5, 90.0)]                 # no seed in common: no row
+    table = paired_table(records, "vanilla")
+    assert "| r | lstsd | +0.00 ± 1.00 | 1 / 1 / 1 |" in table and "ps_kd" not in table
+    assert paired_table(records, "anil") == table                     # a part of one label
+    with pytest.raises(ReportError, match="matches no row"):
+        paired_table(records, "mean_teacher")
+    with pytest.raises(ReportError, match="matches 2 rows"):
+        paired_table(records, "s")

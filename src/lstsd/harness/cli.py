@@ -43,7 +43,7 @@ from .config import (TrainConfig, apply_overrides, check_required, config_differ
 from .errors import (ConfigError, ConfigNotFoundError, HarnessError, OutputError, ReportError, is_disk_full,
                      one_line)
 from .registry import available_datasets, available_models, dataset_entry, model_kind
-from .report import collect, cost_table, find_runs, results_table, teacher_table, write_plots
+from .report import collect, cost_table, find_runs, paired_table, results_table, teacher_table, write_plots
 
 CONFIG, CHECKPOINT, METRICS, RESULTS = "config.yaml", "checkpoint.pt", "metrics.jsonl", "results.json"
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
@@ -399,11 +399,12 @@ def _default_plots_dir(paths: list[str], runs: list[Path]) -> Path:
 
 
 def report(run_dirs: list[str], out_dir: str | None = None,
-           note: Callable[[str], None] | None = None) -> str:
+           note: Callable[[str], None] | None = None, against: str | None = None) -> str:
     """The tables of finished runs; the plots go to ``out_dir`` (default: ``plots`` beside the runs).
 
     ``run_dirs`` may name run folders, comparison folders and glob patterns; what is not a finished
-    run is skipped, each with a line to ``note`` (default: stderr).
+    run is skipped, each with a line to ``note`` (default: stderr). ``against`` adds the differences
+    to that row, paired by seed (:func:`~lstsd.harness.report.paired_table`).
     """
     note = note or (lambda message: print(f"lstsd report: note: {message}", file=sys.stderr))
     paths = [os.fspath(p) for p in run_dirs]
@@ -416,9 +417,10 @@ def report(run_dirs: list[str], out_dir: str | None = None,
                 f"none of the {len(paths)} paths given is a finished run or a folder of finished runs")
         raise ReportError(what, "pass run folders that hold results.json, a comparison folder (lstsd compare "
                                 "--out DIR), or a glob such as runs/compare-quick/*")
+    paired = paired_table(records, against) if against else ""
     plots_dir = Path(out_dir) if out_dir else _default_plots_dir(paths, runs)
     check_output_folder(plots_dir, "pass --out DIR for the plots")
-    return _tables_and_plots_of(records, plots_dir)
+    return _tables_and_plots_of(records, plots_dir, paired=paired)
 
 
 def _tables_and_plots(run_dirs: list[str] | list[Path], plots_dir: Path, methods: list[str] | None = None) -> str:
@@ -430,9 +432,9 @@ def _tables_and_plots(run_dirs: list[str] | list[Path], plots_dir: Path, methods
     return _tables_and_plots_of(records, plots_dir, methods)
 
 
-def _tables_and_plots_of(records: list, plots_dir: Path, methods: list[str] | None = None) -> str:
+def _tables_and_plots_of(records: list, plots_dir: Path, methods: list[str] | None = None, paired: str = "") -> str:
     plots = write_plots(records, plots_dir)
-    tables = [results_table(records, methods=methods), teacher_table(records), cost_table(records)]
+    tables = [results_table(records, methods=methods), paired, teacher_table(records), cost_table(records)]
     return "\n\n".join([t for t in tables if t] + ["Plots:\n" + "\n".join(f"  {p}" for p in plots)])
 
 
@@ -487,7 +489,7 @@ def _sweep(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    print(report(args.run_dirs, args.out))
+    print(report(args.run_dirs, args.out, against=args.against))
 
 
 def _data_fetch(args: argparse.Namespace) -> None:
@@ -616,6 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dirs", nargs="+", metavar="PATH",
                      help="run folders, comparison folders or glob patterns (what is not a finished run is skipped)")
     rep.add_argument("--out", help="where to write the plots (default: plots/ beside the runs)")
+    rep.add_argument("--against", metavar="ROW",
+                     help="add each row's difference to this row, paired by seed (a row label such as vanilla, "
+                          "or a part of one, e.g. lambda_long=0.0)")
     rep.set_defaults(func=_report)
 
     data = sub.add_parser("data", parents=[common], help="obtain data sets that install offline")

@@ -536,6 +536,52 @@ def cost_table(records: list[RunRecord]) -> str:
             "see benchmarks/ for interleaved ratios)\n\n" + "\n".join(lines))
 
 
+def paired_table(records: list[RunRecord], against: str, split: str = "test") -> str:
+    """Each row's difference to the row ``against``, paired by seed: the same seed gives both runs the
+    same initial weights and the same batches, so the per-seed difference removes most of the
+    seed-to-seed spread that the ``mean ± std`` of each row carries.
+
+    ``against`` is a row label (``vanilla``; a sweep's ``lstsd (lambda_long=0.0, lambda_short=0.0)``)
+    or a part of exactly one row label (``lambda_long=0.0``).
+
+    Example:
+        >>> runs = [RunRecord(Path("."), m, "resnet20", "digits", s, {"test_accuracy": a}, [], {})
+        ...         for m, accs in (("vanilla", (80.0, 82.0, 81.0)), ("lstsd", (80.5, 82.5, 80.9)))
+        ...         for s, a in enumerate(accs)]
+        >>> print(paired_table(runs, "vanilla").splitlines()[-1])
+        | resnet20 | lstsd | +0.30 ± 0.35 | 2 / 0 / 1 |
+    """
+    rows = list(dict.fromkeys(r.row for r in records))
+    base = [row for row in rows if row == against] or [row for row in rows if against in row]
+    if len(base) != 1:
+        found = "matches no row" if not base else f"matches {len(base)} rows"
+        raise ReportError(f"--against {against!r} {found}",
+                          "name one row of the table, or a part of one row's label: " + "; ".join(rows))
+    base_row = base[0]
+    value: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
+    for r in records:
+        key = f"{split}_{r.metrics[0]}"
+        if key in r.final:
+            value[(r.dataset, r.model, r.row)][r.seed] = r.final[key]
+    several_datasets = len({r.dataset for r in records}) > 1
+    head = ["Data set"] * several_datasets + ["Network", "Method", "difference (mean ± std)",
+                                              "better / equal / worse (seeds)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (dataset, model, row), per_seed in value.items():
+        reference = value.get((dataset, model, base_row), {})
+        seeds = sorted(set(per_seed) & set(reference))
+        if row == base_row or not seeds:
+            continue
+        diffs = [per_seed[s] - reference[s] for s in seeds]
+        mean, std = _mean_std(diffs)
+        spread = f"{mean:+.2f}" if len(diffs) == 1 else f"{mean:+.2f} ± {std:.2f}"
+        tally = f"{sum(d > 0 for d in diffs)} / {sum(d == 0 for d in diffs)} / {sum(d < 0 for d in diffs)}"
+        lines.append("| " + " | ".join([dataset] * several_datasets + [model, row, spread, tally]) + " |")
+    metrics = "/".join(sorted({r.metrics[0] for r in records}))
+    return (f"Paired by seed against {base_row!r}: {split} {metrics} of each row minus its value on the same seed "
+            f"(points; same seed = same initial weights and batches)\n\n" + "\n".join(lines))
+
+
 def _last(record: RunRecord, key: str) -> float | None:
     """``key`` in the last epoch of ``record`` that logged it."""
     for row in reversed(record.rows):
