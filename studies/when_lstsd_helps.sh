@@ -52,7 +52,7 @@ step() {
   esac
 }
 
-STEPS="1k-noaug text-cnn readings-1k 4k-aug 1k-aug minilm 4k-aug-more 4k-noaug 16k-aug 16k-noaug readings-4k all-methods-4k"
+STEPS="1k-noaug text-cnn 4k-aug readings-1k 1k-aug minilm 4k-aug-more 4k-noaug 16k-aug 16k-noaug readings-4k all-methods-4k"
 for s in ${@:-$STEPS}; do
   echo "== $s ($(date -u +%H:%M:%S))"
   step "$s"

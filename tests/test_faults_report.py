@@ -586,7 +586,7 @@ def test_report_against_a_row_adds_paired_differences_and_refuses_an_unknown_row
     runs = [fake_run(tmp_path / f"{m}{s}", method=m, seed=s, acc=a)
             for m, accs in (("vanilla", (80.0, 81.0)), ("lstsd", (81.0, 81.5))) for s, a in enumerate(accs)]
     assert cli.main(["report", *map(str, runs), "--out", str(tmp_path / "plots"), "--against", "vanilla"]) == 0
-    assert "| lstsd | +0.75 ± 0.35 | 2 / 0 / 0 |" in capsys.readouterr().out
+    assert "| lstsd | +0.75 ± 0.35 | 2 / 0 / 0 | +3.00 |" in capsys.readouterr().out
     assert cli.main(["report", *map(str, runs), "--out", str(tmp_path / "plots"), "--against", "mean_teacher"]) == 2
     err = capsys.readouterr().err
     assert "--against 'mean_teacher' matches no row" in err and len(err.strip().splitlines()) == 1

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import re
 import statistics
@@ -539,7 +540,8 @@ def cost_table(records: list[RunRecord]) -> str:
 def paired_table(records: list[RunRecord], against: str, split: str = "test") -> str:
     """Each row's difference to the row ``against``, paired by seed: the same seed gives both runs the
     same initial weights and the same batches, so the per-seed difference removes most of the
-    seed-to-seed spread that the ``mean ± std`` of each row carries.
+    seed-to-seed spread that the ``mean ± std`` of each row carries. The paired t statistic
+    (mean / (std / √n), n − 1 degrees of freedom) says how far that difference is from noise.
 
     ``against`` is a row label (``vanilla``; a sweep's ``lstsd (lambda_long=0.0, lambda_short=0.0)``)
     or a part of exactly one row label (``lambda_long=0.0``).
@@ -549,7 +551,7 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
         ...         for m, accs in (("vanilla", (80.0, 82.0, 81.0)), ("lstsd", (80.5, 82.5, 80.9)))
         ...         for s, a in enumerate(accs)]
         >>> print(paired_table(runs, "vanilla").splitlines()[-1])
-        | resnet20 | lstsd | +0.30 ± 0.35 | 2 / 0 / 1 |
+        | resnet20 | lstsd | +0.30 ± 0.35 | 2 / 0 / 1 | +1.50 |
     """
     rows = list(dict.fromkeys(r.row for r in records))
     base = [row for row in rows if row == against] or [row for row in rows if against in row]
@@ -565,7 +567,7 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
             value[(r.dataset, r.model, r.row)][r.seed] = r.final[key]
     several_datasets = len({r.dataset for r in records}) > 1
     head = ["Data set"] * several_datasets + ["Network", "Method", "difference (mean ± std)",
-                                              "better / equal / worse (seeds)"]
+                                              "better / equal / worse (seeds)", "paired t"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (dataset, model, row), per_seed in value.items():
         reference = value.get((dataset, model, base_row), {})
@@ -576,10 +578,12 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
         mean, std = _mean_std(diffs)
         spread = f"{mean:+.2f}" if len(diffs) == 1 else f"{mean:+.2f} ± {std:.2f}"
         tally = f"{sum(d > 0 for d in diffs)} / {sum(d == 0 for d in diffs)} / {sum(d < 0 for d in diffs)}"
-        lines.append("| " + " | ".join([dataset] * several_datasets + [model, row, spread, tally]) + " |")
+        t = "—" if len(diffs) < 2 or std == 0 else f"{mean / (std / math.sqrt(len(diffs))):+.2f}"
+        lines.append("| " + " | ".join([dataset] * several_datasets + [model, row, spread, tally, t]) + " |")
     metrics = "/".join(sorted({r.metrics[0] for r in records}))
     return (f"Paired by seed against {base_row!r}: {split} {metrics} of each row minus its value on the same seed "
-            f"(points; same seed = same initial weights and batches)\n\n" + "\n".join(lines))
+            f"(points; same seed = same initial weights and batches); paired t = mean / (std / √n), with n − 1 "
+            f"degrees of freedom (|t| > 4.30 is significant at 5% for n = 3, > 2.78 for n = 5)\n\n" + "\n".join(lines))
 
 
 def _last(record: RunRecord, key: str) -> float | None:
