@@ -590,3 +590,11 @@ def test_report_against_a_row_adds_paired_differences_and_refuses_an_unknown_row
     assert cli.main(["report", *map(str, runs), "--out", str(tmp_path / "plots"), "--against", "mean_teacher"]) == 2
     err = capsys.readouterr().err
     assert "--against 'mean_teacher' matches no row" in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_teachers_epoch_picks_an_epoch_and_refuses_one_no_run_has(tmp_path, capsys):
+    runs = [fake_run(tmp_path / f"lstsd{s}", seed=s) for s in (0, 1)]
+    assert cli.main(["report", *map(str, runs), "--out", str(tmp_path / "plots"), "--teachers-epoch", "1"]) == 0
+    assert "at epoch 1 (mean over seeds)" in capsys.readouterr().out
+    assert cli.main(["report", *map(str, runs), "--out", str(tmp_path / "plots"), "--teachers-epoch", "99"]) == 2
+    assert "--teachers-epoch 99: no run logged that epoch" in capsys.readouterr().err

@@ -484,6 +484,12 @@ def test_teacher_table_puts_student_fit_and_teacher_diagnostics_side_by_side():
     assert "| resnet20 | lstsd | 87.0 | 85.0 / 0.030 / 4.0 | 84.0 / 0.060 / 6.0 |" in table   # last epoch, mean of seeds
     assert "| resnet20 | vanilla | 100.0 | — | — |" in table
     assert teacher_table([_record("vanilla", "r", "d", 0, 1.0)]) == ""   # nothing logged: no table
+    for r in records:
+        for e, row in enumerate(r.rows):
+            row["epoch"] = e
+    first = teacher_table(records, epoch=1)                               # an epoch of one's choice, from 1
+    assert "at epoch 1 " in first and "| resnet20 | lstsd | 50.0 | — | — |" in first
+    assert "| resnet20 | vanilla | 99.0 | — | — |" in first
 
 
 def test_paired_table_differences_by_seed_and_clear_errors():

@@ -399,12 +399,14 @@ def _default_plots_dir(paths: list[str], runs: list[Path]) -> Path:
 
 
 def report(run_dirs: list[str], out_dir: str | None = None,
-           note: Callable[[str], None] | None = None, against: str | None = None) -> str:
+           note: Callable[[str], None] | None = None, against: str | None = None,
+           teachers_epoch: int | None = None) -> str:
     """The tables of finished runs; the plots go to ``out_dir`` (default: ``plots`` beside the runs).
 
     ``run_dirs`` may name run folders, comparison folders and glob patterns; what is not a finished
     run is skipped, each with a line to ``note`` (default: stderr). ``against`` adds the differences
-    to that row, paired by seed (:func:`~lstsd.harness.report.paired_table`).
+    to that row, paired by seed (:func:`~lstsd.harness.report.paired_table`); ``teachers_epoch``
+    (from 1) shows the teachers' diagnostics at that epoch instead of the last.
     """
     note = note or (lambda message: print(f"lstsd report: note: {message}", file=sys.stderr))
     paths = [os.fspath(p) for p in run_dirs]
@@ -417,10 +419,14 @@ def report(run_dirs: list[str], out_dir: str | None = None,
                 f"none of the {len(paths)} paths given is a finished run or a folder of finished runs")
         raise ReportError(what, "pass run folders that hold results.json, a comparison folder (lstsd compare "
                                 "--out DIR), or a glob such as runs/compare-quick/*")
+    if teachers_epoch is not None and not any(row.get("epoch") == teachers_epoch - 1 for r in records for row in r.rows):
+        longest = max((len(r.rows) for r in records), default=0)
+        raise ReportError(f"--teachers-epoch {teachers_epoch}: no run logged that epoch",
+                          f"give an epoch from 1 to {longest}")
     paired = paired_table(records, against) if against else ""
     plots_dir = Path(out_dir) if out_dir else _default_plots_dir(paths, runs)
     check_output_folder(plots_dir, "pass --out DIR for the plots")
-    return _tables_and_plots_of(records, plots_dir, paired=paired)
+    return _tables_and_plots_of(records, plots_dir, paired=paired, teachers_epoch=teachers_epoch)
 
 
 def _tables_and_plots(run_dirs: list[str] | list[Path], plots_dir: Path, methods: list[str] | None = None) -> str:
@@ -432,9 +438,11 @@ def _tables_and_plots(run_dirs: list[str] | list[Path], plots_dir: Path, methods
     return _tables_and_plots_of(records, plots_dir, methods)
 
 
-def _tables_and_plots_of(records: list, plots_dir: Path, methods: list[str] | None = None, paired: str = "") -> str:
+def _tables_and_plots_of(records: list, plots_dir: Path, methods: list[str] | None = None, paired: str = "",
+                         teachers_epoch: int | None = None) -> str:
     plots = write_plots(records, plots_dir)
-    tables = [results_table(records, methods=methods), paired, teacher_table(records), cost_table(records)]
+    tables = [results_table(records, methods=methods), paired, teacher_table(records, teachers_epoch),
+              cost_table(records)]
     return "\n\n".join([t for t in tables if t] + ["Plots:\n" + "\n".join(f"  {p}" for p in plots)])
 
 
@@ -489,7 +497,7 @@ def _sweep(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    print(report(args.run_dirs, args.out, against=args.against))
+    print(report(args.run_dirs, args.out, against=args.against, teachers_epoch=args.teachers_epoch))
 
 
 def _data_fetch(args: argparse.Namespace) -> None:
@@ -621,6 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--against", metavar="ROW",
                      help="add each row's difference to this row, paired by seed (a row label such as vanilla, "
                           "or a part of one, e.g. lambda_long=0.0)")
+    rep.add_argument("--teachers-epoch", type=int, metavar="N",
+                     help="show the teachers' diagnostics at epoch N (from 1) instead of the last")
     rep.set_defaults(func=_report)
 
     data = sub.add_parser("data", parents=[common], help="obtain data sets that install offline")

@@ -586,10 +586,10 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
             f"degrees of freedom (|t| > 4.30 is significant at 5% for n = 3, > 2.78 for n = 5)\n\n" + "\n".join(lines))
 
 
-def _last(record: RunRecord, key: str) -> float | None:
-    """``key`` in the last epoch of ``record`` that logged it."""
+def _last(record: RunRecord, key: str, epoch: int | None = None) -> float | None:
+    """``key`` in the last epoch of ``record`` that logged it, or in ``epoch`` (1-based) only."""
     for row in reversed(record.rows):
-        if key in row:
+        if key in row and (epoch is None or row.get("epoch") == epoch - 1):
             return float(row[key])
     return None
 
@@ -599,8 +599,9 @@ def _mean_of(values: list[float | None], fmt: str) -> str:
     return format(statistics.mean(present), fmt) if present else "—"
 
 
-def teacher_table(records: list[RunRecord]) -> str:
-    """The student's training accuracy and each teacher's diagnostics at the last epoch, mean over seeds.
+def teacher_table(records: list[RunRecord], epoch: int | None = None) -> str:
+    """The student's training accuracy and each teacher's diagnostics at the last epoch (or at
+    ``epoch``, counted from 1 as the plots do), mean over seeds.
 
     The paper's thesis (Introduction) is that a teacher helps when it is good *and* different from
     the student: this table puts the two side by side (:mod:`lstsd.diagnostics`): each teacher's
@@ -618,7 +619,7 @@ def teacher_table(records: list[RunRecord]) -> str:
         >>> print(teacher_table(runs).splitlines()[-2])
         | resnet20 | lstsd | 90.0 | 88.0 / 0.010 / 3.0 |
     """
-    if not any(_last(r, "train_accuracy") is not None for r in records):
+    if not any(_last(r, "train_accuracy", epoch) is not None for r in records):
         return ""
     names = teacher_names(records)
     groups: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
@@ -629,13 +630,16 @@ def teacher_table(records: list[RunRecord]) -> str:
     head += [f"{name} teacher: acc. (%) / KL / disagree (%)" for name in names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (dataset, model, row), runs in groups.items():
-        cells = [dataset] * several_datasets + [model, row, _mean_of([_last(r, "train_accuracy") for r in runs], ".1f")]
+        cells = [dataset] * several_datasets + [model, row,
+                                                 _mean_of([_last(r, "train_accuracy", epoch) for r in runs], ".1f")]
         for name in names:
-            parts = [[_last(r, f"teacher_{name}_{what}") for r in runs] for what in ("quality", "kl", "disagreement")]
+            parts = [[_last(r, f"teacher_{name}_{what}", epoch) for r in runs]
+                     for what in ("quality", "kl", "disagreement")]
             cells.append("—" if all(v is None for v in parts[0]) else
                          " / ".join(_mean_of(v, fmt) for v, fmt in zip(parts, (".1f", ".3f", ".1f"))))
         lines.append("| " + " | ".join(cells) + " |")
-    return ("The student and its teachers at the last epoch (mean over seeds): a teacher helps when it is "
+    when = "the last epoch" if epoch is None else f"epoch {epoch}"
+    return (f"The student and its teachers at {when} (mean over seeds): a teacher helps when it is "
             "good and different (the paper's thesis)\n\n" + "\n".join(lines))
 
 
