@@ -24,3 +24,11 @@ def test_readme_snippet_runs():
     assert method.next_epoch == 7
     parts = method.loss_components()
     assert parts["long"] > 0 and parts["short"] > 0
+
+
+def test_the_readme_results_are_those_of_docs_results():
+    """Every 'mean ± std' the README quotes is in docs/results.md, where its command is."""
+    results = (README.parent / "docs" / "results.md").read_text()
+    quoted = re.findall(r"\d+\.\d\d ± \d+\.\d\d", README.read_text())
+    assert len(quoted) >= 6
+    assert [q for q in quoted if q not in results] == []
