@@ -50,3 +50,25 @@ BAD_SETTINGS = [
     ("lstsd_single", {"lambda_short": -2.0}), ("ps_kd", {"alpha_T": 1.5}),
     ("label_smoothing", {"smoothing": -0.1}), ("label_smoothing", {"smoothing": 2.0}),
 ]
+
+
+# The framework integration tests (Lightning, HF Trainer): every teacher active from the second epoch.
+FRAMEWORK_SETTINGS: dict[str, dict[str, Any]] = {
+    "lstsd": {"generation_epochs": 1, "bank_dtype": "float32"},
+    "lstsd_wo_long": {"generation_epochs": 1},
+    "lstsd_wo_short": {"generation_epochs": 1},
+    "lstsd_single": {"generation_epochs": 1},
+    "mean_teacher": {"ema_decay": 0.9},
+    "temporal_ensembling": {},
+    "ps_kd": {},
+    "snapshot_ensembles": {"cycle_epochs": 1},
+    "snapshot_distillation": {"cycle_epochs": 1},
+    "label_smoothing": {},
+    "vanilla": {},
+}
+
+
+def framework_settings(without: str, **changes: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """:data:`FRAMEWORK_SETTINGS` less the method ``without`` (one Table 3 ablation is enough per
+    framework, and each costs seconds), with some methods' settings replaced by ``changes``."""
+    return {name: changes.get(name, settings) for name, settings in FRAMEWORK_SETTINGS.items() if name != without}

@@ -30,6 +30,7 @@ L = pytest.importorskip("lightning.pytorch")
 import lstsd  # noqa: E402
 from lstsd.integrations.lightning import LSTSDCallback, configure_optimizers, training_loss  # noqa: E402
 from lstsd.methods.lstsd import lstsd_loss  # noqa: E402
+from method_settings import framework_settings  # noqa: E402
 from processes import free_port  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*does not have many workers"),
@@ -39,18 +40,9 @@ pytestmark = [pytest.mark.filterwarnings("ignore:.*does not have many workers"),
               pytest.mark.filterwarnings("ignore:The dirpath has changed")]
 
 N, C, D = 48, 3, 6
-SETTINGS: dict[str, dict[str, Any]] = {
-    "lstsd": {"generation_epochs": 2, "bank_dtype": "float32"},
-    "lstsd_wo_long": {"generation_epochs": 2},
-    "lstsd_single": {"generation_epochs": 1},
-    "mean_teacher": {"ema_decay": 0.9},
-    "temporal_ensembling": {},
-    "ps_kd": {},
-    "snapshot_ensembles": {"cycle_epochs": 1},
-    "snapshot_distillation": {"cycle_epochs": 1},
-    "label_smoothing": {},
-    "vanilla": {},
-}
+SETTINGS = framework_settings(
+    "lstsd_wo_short",   # and E = 2 for these two, as these tests were written
+    lstsd={"generation_epochs": 2, "bank_dtype": "float32"}, lstsd_wo_long={"generation_epochs": 2})
 
 
 # ----------------------------------------------------------------------------- the toy problem

@@ -31,21 +31,11 @@ pytest.importorskip("accelerate")
 import lstsd  # noqa: E402
 from lstsd.integrations.transformers import METHOD_STATE_NAME, LSTSDTrainer, add_index_column  # noqa: E402
 from lstsd.methods.lstsd import lstsd_loss  # noqa: E402
+from method_settings import framework_settings  # noqa: E402
 from processes import free_port  # noqa: E402
 
 N, C, VOCAB, LENGTH = 32, 3, 40, 8
-SETTINGS: dict[str, dict[str, Any]] = {
-    "lstsd": {"generation_epochs": 1, "bank_dtype": "float32"},
-    "lstsd_wo_short": {"generation_epochs": 1},
-    "lstsd_single": {"generation_epochs": 1},
-    "mean_teacher": {"ema_decay": 0.9},
-    "temporal_ensembling": {},
-    "ps_kd": {},
-    "snapshot_ensembles": {"cycle_epochs": 1},
-    "snapshot_distillation": {"cycle_epochs": 1},
-    "label_smoothing": {},
-    "vanilla": {},
-}
+SETTINGS = framework_settings("lstsd_wo_long")
 
 
 def rows(n: int = N, seed: int = 1, labels: bool = True) -> list[dict[str, Any]]:

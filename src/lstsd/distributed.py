@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["RowExchange", "first_occurrences", "world_size"]
+__all__ = ["RowExchange", "first_occurrences", "sum_over_processes", "world_size"]
 
 
 def world_size(group: dist.ProcessGroup | None = None) -> int:
@@ -38,6 +38,19 @@ def world_size(group: dist.ProcessGroup | None = None) -> int:
     if not (dist.is_available() and dist.is_initialized()):
         return 1
     return dist.get_world_size(group)
+
+
+def sum_over_processes(tensor: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
+    """The element-wise sum of ``tensor`` over the processes of ``group`` (in place, an all-reduce),
+    or ``tensor`` as it is in one process. Every process of the group must call it.
+
+    Example:
+        >>> sum_over_processes(torch.tensor([1.0, 2.0]))   # one process
+        tensor([1., 2.])
+    """
+    if world_size(group) > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
+    return tensor
 
 
 def first_occurrences(indices: torch.Tensor) -> torch.Tensor:

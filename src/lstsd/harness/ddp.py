@@ -20,6 +20,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..distributed import sum_over_processes
+
 __all__ = ["Processes", "init_processes"]
 
 
@@ -46,9 +48,7 @@ class Processes:
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The element-wise sum of ``tensor`` over all processes (in place under DDP)."""
-        if self.distributed:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        return tensor
+        return sum_over_processes(tensor) if self.distributed else tensor
 
     def gather_objects(self, obj: Any) -> list[Any]:
         """``[obj of rank 0, obj of rank 1, ...]`` on every process."""

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..distributed import sum_over_processes
 from ..methods import Method, create_method
 
 STATE_VERSION = 1
@@ -147,14 +148,6 @@ class EpochDriver:
         every rank must call this), ``{}`` for a method without a teacher or when no epoch was open."""
         if self.method.epoch is None:
             return {}
-        teachers = self.method.teacher_diagnostics(_sum_over_processes)
+        teachers = self.method.teacher_diagnostics(sum_over_processes)
         self.method.end_epoch(network)
         return teachers
-
-
-def _sum_over_processes(tensor: torch.Tensor) -> torch.Tensor:
-    """All-reduce sum where a process group is running (the framework's DDP), else ``tensor`` as is."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
