@@ -577,7 +577,9 @@ def test_preset_descriptions_show_commands_that_work():
             args = cli.build_parser().parse_args(shlex.split(command)[1:])
             assert args.preset == name
             shared, _ = cli._split_overrides(args.overrides)
-            for method in preset["methods"]:
+            methods = preset["methods"] if not args.methods else (
+                cli.available_methods() if args.methods == "all" else args.methods.split(","))
+            for method in methods:      # --methods all: every method with the preset's settings for it
                 base = dict(preset["config"], method=method, method_args=preset["method_args"].get(method, {}))
                 cli.check_run(load_config(None, shared, base=base), "fix")
 

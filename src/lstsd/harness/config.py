@@ -76,8 +76,8 @@ class TrainConfig:
     # optimisation
     epochs: int = 164
     batch_size: int = 128
-    # 128, not 1000: on a CPU a ResNet-8 evaluates 10k images 2.7x faster in batches of 128 (their
-    # activations stay in cache; measured here); a GPU barely notices. Each output is per sample.
+    # 128, not 1000: on a CPU a ResNet-8 evaluates ~2.5x faster in batches of 128, whose activations
+    # stay in cache (benchmarks/eval_batch.py); a GPU barely notices. Each output is per sample.
     eval_batch_size: int = 128
     eval_every: int = 1                       # evaluate every k epochs, and always after the last
     optimizer: str = "sgd"
