@@ -26,6 +26,10 @@ MORE_WEIGHTS="method_args.lambda_long,method_args.lambda_short=1.2:2.0,4.8:8.0" 
 READINGS="method_args.kl_direction,method_args.record_targets=student_teacher:training_forward,\
 teacher_student:after_update_train,teacher_student:after_update_eval"
 
+# Not in the paper: the paper's weights ramped in over the first E = 6 distilled epochs (Gaussian
+# ramp-up, `rampup_epochs`), against the shock of switching distillation on at full weight.
+RAMPUP="method_args.rampup_epochs=6"
+
 sweep() { "$LSTSD" sweep --preset sweep-lambda-scale --jobs "$JOBS" "$@"; }
 
 step() {
@@ -38,6 +42,8 @@ step() {
     4k-noaug)      sweep --grid "$WEIGHTS" --out "$OUT/4k-noaug" --set augment=false $EXTRA ;;
     16k-aug)       sweep --grid "$WEIGHTS" --out "$OUT/16k-aug" --set train_subset=16000 $EXTRA ;;
     16k-noaug)     sweep --grid "$WEIGHTS" --out "$OUT/16k-noaug" --set train_subset=16000 augment=false $EXTRA ;;
+    rampup-1k)     sweep --grid "$RAMPUP" --out "$OUT/1k-noaug" --set train_subset=1000 augment=false $EXTRA ;;
+    rampup-4k)     sweep --grid "$RAMPUP" --out "$OUT/4k-aug" ${EXTRA:+--set $EXTRA} ;;
     readings-4k)   sweep --grid "$READINGS" --out "$OUT/4k-aug-readings" ${EXTRA:+--set $EXTRA} ;;
     # Table 2's NLP recipe for the CNN (SGD lr 8e-3, batch 32, 50 epochs, no LR steps, T = 1, E = 6)
     # with the text-quick preset's network on the movie-review snippets.
@@ -52,7 +58,7 @@ step() {
   esac
 }
 
-STEPS="1k-noaug text-cnn 4k-aug readings-1k 1k-aug minilm 4k-aug-more 4k-noaug 16k-aug 16k-noaug readings-4k all-methods-4k"
+STEPS="1k-noaug text-cnn 4k-aug readings-1k rampup-1k rampup-4k 1k-aug minilm 4k-aug-more 4k-noaug 16k-aug 16k-noaug readings-4k all-methods-4k"
 for s in ${@:-$STEPS}; do
   echo "== $s ($(date -u +%H:%M:%S))"
   step "$s"

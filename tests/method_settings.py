@@ -11,7 +11,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "lstsd": {"generation_epochs": 2},
     "lstsd_wo_long": {"generation_epochs": 2},
     "lstsd_wo_short": {"generation_epochs": 2},
-    "lstsd_single": {"generation_epochs": 2},
+    "lstsd_single": {"generation_epochs": 2, "rampup_epochs": 2},   # resumed inside the ramp-up
     "mean_teacher": {"ema_decay": 0.9},
     "temporal_ensembling": {"rampup_epochs": 2},
     "snapshot_ensembles": {"cycle_epochs": 2},
@@ -47,7 +47,8 @@ BAD_SETTINGS = [
     ("snapshot_ensembles", {"cycle_epochs": 0}), ("snapshot_ensembles", {"max_snapshots": 0}),
     ("snapshot_ensembles", {"eta_min": -0.1}), ("snapshot_distillation", {"lambda_teacher": float("nan")}),
     ("snapshot_distillation", {"cycle_epochs": 1.5}), ("lstsd_single", {"generation_epochs": 0}),
-    ("lstsd_single", {"lambda_short": -2.0}), ("ps_kd", {"alpha_T": 1.5}),
+    ("lstsd_single", {"lambda_short": -2.0}), ("lstsd_single", {"rampup_epochs": 1.5}),
+    ("lstsd", {"rampup_epochs": -1}), ("ps_kd", {"alpha_T": 1.5}),
     ("label_smoothing", {"smoothing": -0.1}), ("label_smoothing", {"smoothing": 2.0}),
 ]
 

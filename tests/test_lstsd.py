@@ -410,3 +410,61 @@ def test_after_update_records_every_batch_accumulated_before_the_step():
     method.end_epoch(model)
     assert method.short_term_bank.recorded.all()
     torch.testing.assert_close(method.short_term_bank.targets, torch.softmax(model(x).detach() / 2, 1))
+
+
+# ------------------------------------------------------------------ ramp-up (an option, not the paper)
+@pytest.mark.parametrize("E,R", [(2, 3), (1, 2)])
+def test_rampup_scales_both_weights_by_the_gaussian_ramp_from_the_first_distilled_epoch(E, R):
+    """Algorithm 1 by hand with λ^L, λ^S × exp(−5·(1 − k/R)²) in the k-th distilled epoch."""
+    epochs = E + R + 2
+    table = logit_table(epochs, seed=11)
+    y = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(11))
+    method = LSTSD(N, C, generation_epochs=E, temperature=2.0, bank_dtype=torch.float32, rampup_epochs=R)
+    seen: dict[int, set[int]] = {}
+    scales = []
+    for epoch in range(epochs):
+        k = epoch - E
+        scale = 0.0 if k < 0 else math.exp(-5 * (1 - min(k / R, 1.0)) ** 2)
+        scales.append(method.weight_scale(epoch))
+        assert scales[-1] == pytest.approx(scale)
+        method.start_epoch(epoch)
+        seen[epoch] = set()
+        for idx in batches(epoch, seed=11):
+            loss = method.loss(table[epoch, idx], y[idx], idx)
+            seen[epoch].update(idx.tolist())
+            want = hand_loss(table, epoch, idx, y, E, 2.4 * scale, 4.0 * scale, 2.0, seen)
+            assert loss.item() == pytest.approx(want, rel=1e-5, abs=1e-6), (epoch, idx.tolist())
+        method.end_epoch()
+    assert 0 < scales[E] < 0.01 and scales[E:] == sorted(scales[E:]) and scales[-1] == 1.0
+
+
+@pytest.mark.parametrize("name", ["lstsd", "lstsd_single"])
+def test_rampup_total_is_ce_plus_the_scaled_terms_and_zero_means_the_paper(name):
+    data = make_data()
+    model, opt, sched, method = setup_run(name, epochs=5, generation_epochs=1, rampup_epochs=3)
+    checked = []
+
+    def on_step(epoch, *_):
+        p = method.loss_components()
+        scale = method.weight_scale(epoch)
+        want = p["ce"] + scale * (method.lambda_long * p["long"] + method.lambda_short * p["short"])
+        assert p["total"].item() == pytest.approx(want.item(), rel=1e-5)
+        checked.append(scale)
+
+    train(model, opt, sched, method, range(5), data, on_step=on_step)
+    assert 0 < min(s for s in checked if s > 0) < 0.01 and checked[-1] == 1.0
+    paper = setup_run(name, epochs=5, generation_epochs=1)[3]
+    assert [paper.weight_scale(e) for e in range(4)] == [0.0, 1.0, 1.0, 1.0]
+
+
+def test_rampup_is_a_checked_setting_and_old_checkpoints_read_as_without_it():
+    with pytest.raises(ValueError, match="rampup_epochs must be an int >= 0"):
+        LSTSD(N, C, rampup_epochs=-1)
+    saved = LSTSD(N, C, generation_epochs=3).state_dict()
+    with pytest.raises(ValueError, match="rampup_epochs: saved 0 vs now 2"):
+        LSTSD(N, C, generation_epochs=3, rampup_epochs=2).load_state_dict(saved)
+    # A checkpoint written before the option existed has no rampup_epochs: it was trained without.
+    del saved["_extra_state"]["hparams"]["rampup_epochs"]
+    LSTSD(N, C, generation_epochs=3).load_state_dict(saved)
+    with pytest.raises(ValueError, match="rampup_epochs: saved 0 vs now 1"):
+        LSTSD(N, C, generation_epochs=3, rampup_epochs=1).load_state_dict(saved)

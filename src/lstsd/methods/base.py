@@ -49,11 +49,14 @@ class Method(nn.Module, abc.ABC):
         extra_forward_passes: network forward passes per training step beyond the student's own
             (0 for LSTSD; 1 for methods that run a teacher on the batch).
         needs_model_inputs: ``loss`` must be given ``model=`` and ``inputs=`` (teacher forwards).
+        hparams_added: settings added after checkpoints had been written without them, each with
+            the value those checkpoints were trained with; loading such a checkpoint reads it so.
     """
 
     name: str = "method"
     extra_forward_passes: ClassVar[int] = 0
     needs_model_inputs: ClassVar[bool] = False
+    hparams_added: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, num_samples: int, num_classes: int, *, validate: bool = True) -> None:
         super().__init__()
@@ -159,7 +162,7 @@ class Method(nn.Module, abc.ABC):
                              "(method, hparams, next_epoch); pass the dict that method.state_dict() returned")
         if extra_state["method"] != self.name:
             raise ValueError(f"this checkpoint was written by method {extra_state['method']!r}, not {self.name!r}")
-        mine, theirs = self.hparams(), extra_state["hparams"]
+        mine, theirs = self.hparams(), {**self.hparams_added, **extra_state["hparams"]}
         diff = {k: (theirs.get(k), mine.get(k)) for k in set(mine) | set(theirs) if theirs.get(k) != mine.get(k)}
         if diff:
             listing = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))

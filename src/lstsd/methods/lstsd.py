@@ -25,7 +25,7 @@ what makes the method cost "almost no extra computation" (no second forward pass
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -34,7 +34,7 @@ from ..bank import Bank, check_bank_settings, finite_rows, make_bank, resolve_ba
 from ..losses import KLDirection, cross_entropy, distillation_kl
 from ._snapshots import require_inputs
 from .base import Method
-from .settings import Distillation, MiniGenerations, check_weight
+from .settings import Distillation, MiniGenerations, check_int, check_weight, gaussian_rampup
 
 
 def lstsd_loss(logits: torch.Tensor, targets: torch.Tensor, *,
@@ -97,27 +97,46 @@ def forward_without_side_effects(model: nn.Module, inputs: Any, *, train: bool) 
 
 
 class LongShortSettings:
-    """E, λ^L, λ^S and the distillation options, shared by LSTSD and LSTSD (single).
+    """E, λ^L, λ^S, the ramp-up and the distillation options, shared by LSTSD and LSTSD (single).
 
     Sets ``generations`` (:class:`~lstsd.methods.settings.MiniGenerations`), ``lambda_long``,
     ``lambda_short`` and ``distillation`` (:class:`~lstsd.methods.settings.Distillation`) on the method.
     """
 
+    # Checkpoints written before the ramp-up option existed were made without it.
+    hparams_added: ClassVar[dict[str, Any]] = {"rampup_epochs": 0}
     generations: MiniGenerations
     lambda_long: float
     lambda_short: float
     distillation: Distillation
 
     def _set_long_short(self, generation_epochs: int, lambda_long: float, lambda_short: float,
-                        temperature: float, kl_direction: KLDirection, t2_scale: bool) -> None:
+                        temperature: float, kl_direction: KLDirection, t2_scale: bool,
+                        rampup_epochs: int = 0) -> None:
         self.generations = MiniGenerations(generation_epochs, "generation_epochs (E)")
         self.lambda_long = check_weight("lambda_long", lambda_long)
         self.lambda_short = check_weight("lambda_short", lambda_short)
         self.distillation = Distillation(temperature, kl_direction, t2_scale)
+        self.rampup_epochs = check_int("rampup_epochs", rampup_epochs, 0, hint=" (0, the paper's, disables the ramp-up)")
+
+    def weight_scale(self, epoch: int) -> float:
+        """The factor on λ^L and λ^S in ``epoch``: 0 in the first mini-generation (cross-entropy only,
+        Algorithm 1), then 1 (the paper), or with ``rampup_epochs`` R > 0 the Gaussian ramp-up
+        ``exp(−5·(1 − k/R)²)`` in the k-th distilled epoch (k = 0 in the first epoch of the second
+        mini-generation), 1 from k = R on. The ramp-up is not in the paper: it is an option against
+        the shock of switching distillation on at full weight (``docs/results.md``).
+
+        Example:
+            >>> m = LSTSD(10, 3, generation_epochs=2, rampup_epochs=2)
+            >>> [round(m.weight_scale(e), 3) for e in range(5)]
+            [0.0, 0.0, 0.007, 0.287, 1.0]
+        """
+        distilled = epoch - self.generations.length   # k
+        return 0.0 if distilled < 0 else gaussian_rampup(distilled, self.rampup_epochs)
 
     def _long_short_hparams(self) -> dict[str, Any]:
         return {"generation_epochs": self.generations.length, "lambda_long": self.lambda_long,
-                "lambda_short": self.lambda_short, **self.distillation.hparams()}
+                "lambda_short": self.lambda_short, **self.distillation.hparams(), "rampup_epochs": self.rampup_epochs}
 
     def _monitor(self, epoch: int, logits: torch.Tensor, targets: torch.Tensor,
                  long_term: tuple[torch.Tensor | None, torch.Tensor | None],
@@ -130,14 +149,15 @@ class LongShortSettings:
         self.teacher_monitor.record_many(teachers, logits, targets,  # type: ignore[attr-defined]
                                          temperature=self.distillation.temperature)
 
-    def _long_short_loss(self, logits: torch.Tensor, targets: torch.Tensor,
+    def _long_short_loss(self, epoch: int, logits: torch.Tensor, targets: torch.Tensor,
                          long_term: tuple[torch.Tensor | None, torch.Tensor | None],
                          short_term: tuple[torch.Tensor | None, torch.Tensor | None]) -> torch.Tensor:
         """Eq. (1) with these settings; ``(targets, mask)`` per teacher. Records the loss components."""
         d = self.distillation
+        scale = self.weight_scale(epoch)
         loss, parts = lstsd_loss(logits, targets, long_term_targets=long_term[0], long_term_mask=long_term[1],
                                  short_term_targets=short_term[0], short_term_mask=short_term[1],
-                                 lambda_long=self.lambda_long, lambda_short=self.lambda_short,
+                                 lambda_long=self.lambda_long * scale, lambda_short=self.lambda_short * scale,
                                  temperature=d.temperature, kl_direction=d.kl_direction, t2_scale=d.t2_scale)
         parts["total"] = loss.detach()
         self._components = parts  # type: ignore[attr-defined]
@@ -169,6 +189,10 @@ class LSTSD(LongShortSettings, Method):
             (``"after_update_train"``, batch statistics, running statistics untouched) or eval mode
             (``"after_update_eval"``). Both cost one extra forward pass per step and need
             ``loss(..., inputs=x)`` and ``end_step(model)``.
+        rampup_epochs: R; 0 (the default, the paper) switches both distillation terms on at full
+            weight in the first epoch of the second mini-generation. R > 0 (not in the paper) ramps
+            λ^L and λ^S in over the first R distilled epochs with Laine & Aila's Gaussian ramp-up
+            (:meth:`weight_scale`), against the shock of the switch seen with the paper's weights.
         bank_format: ``"dense"`` (``N × C``, the default) or ``"topk"``: the ``bank_topk`` largest
             probabilities per sample and their class ids, the rest of the mass spread uniformly
             (:class:`lstsd.bank.TopKBank`), for class counts where dense banks do not fit.
@@ -214,10 +238,11 @@ class LSTSD(LongShortSettings, Method):
                  kl_direction: KLDirection = "teacher_student", t2_scale: bool = False,
                  bank_dtype: torch.dtype | str = torch.float16, bank_format: str = "dense",
                  bank_topk: int | None = None, bank_device: str | None = None,
-                 record_targets: str = "training_forward",
+                 record_targets: str = "training_forward", rampup_epochs: int = 0,
                  device: torch.device | str | None = None, validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
-        self._set_long_short(generation_epochs, lambda_long, lambda_short, temperature, kl_direction, t2_scale)
+        self._set_long_short(generation_epochs, lambda_long, lambda_short, temperature, kl_direction, t2_scale,
+                             rampup_epochs)
         if record_targets not in RECORD_TARGETS:
             raise ValueError(f"record_targets must be one of {RECORD_TARGETS}, got {record_targets!r}")
         self.record_targets = record_targets
@@ -253,10 +278,10 @@ class LSTSD(LongShortSettings, Method):
         if self.generations.index(epoch) > 0:                    # line 6: m > 1
             long_term = self._read(self.long_term_bank, indices)    # z^L_i, line 7
             short_term = self._read(self.short_term_bank, indices)  # z^S_i, line 8
-            loss = self._long_short_loss(logits, targets, long_term=long_term, short_term=short_term)  # line 9
+            loss = self._long_short_loss(epoch, logits, targets, long_term, short_term)  # line 9
             self._monitor(epoch, logits, targets, long_term, short_term)
         else:                                                    # line 11: first mini-generation
-            loss = self._long_short_loss(logits, targets, (None, None), (None, None))
+            loss = self._long_short_loss(epoch, logits, targets, (None, None), (None, None))
 
         # Lines 14-17: this snapshot's softened prediction becomes the sample's next teacher.
         if self.record_targets == "training_forward":

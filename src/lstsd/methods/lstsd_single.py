@@ -51,6 +51,8 @@ class LSTSDSingle(LongShortSettings, SnapshotTeachers, Method):
         temperature: T of the distillation terms (paper: 2).
         kl_direction: ``"teacher_student"`` (default) or ``"student_teacher"``.
         t2_scale: multiply the distillation terms by T².
+        rampup_epochs: ramp λ^L and λ^S in over the first R distilled epochs (0: off, the paper;
+            see :class:`~lstsd.methods.LSTSD`).
         validate: check every batch.
 
     Example:
@@ -76,9 +78,10 @@ class LSTSDSingle(LongShortSettings, SnapshotTeachers, Method):
     def __init__(self, num_samples: int, num_classes: int, generation_epochs: int = 6,
                  lambda_long: float = 2.4, lambda_short: float = 4.0, temperature: float = 2.0,
                  kl_direction: KLDirection = "teacher_student", t2_scale: bool = False,
-                 validate: bool = True) -> None:
+                 rampup_epochs: int = 0, validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
-        self._set_long_short(generation_epochs, lambda_long, lambda_short, temperature, kl_direction, t2_scale)
+        self._set_long_short(generation_epochs, lambda_long, lambda_short, temperature, kl_direction, t2_scale,
+                             rampup_epochs)
         self.long_term_teacher: nn.Module | None = None    # θ^L: end of the previous mini-generation
         self.short_term_teacher: nn.Module | None = None   # θ^S: end of the previous epoch
 
@@ -101,7 +104,7 @@ class LSTSDSingle(LongShortSettings, SnapshotTeachers, Method):
             require_inputs(self, inputs)
             long_term, short_term = self.teacher_targets(inputs)
             self._monitor(epoch, logits, targets, (long_term, None), (short_term, None))
-        return self._long_short_loss(logits, targets, (long_term, None), (short_term, None))
+        return self._long_short_loss(epoch, logits, targets, (long_term, None), (short_term, None))
 
     def end_epoch(self, model: nn.Module | None = None) -> None:
         """θ^S ← θ every epoch; θ^L ← θ at the end of a mini-generation."""

@@ -1,6 +1,8 @@
 """The settings the methods share, each validated in one place.
 
 * :func:`check_int`, :func:`check_weight`, :func:`check_fraction`: one-line errors for bad numbers.
+* :func:`gaussian_rampup`: Laine & Aila's ramp-up of a distillation weight (Temporal Ensembling,
+  and the LSTSD option ``rampup_epochs``).
 * :class:`Distillation`: temperature T, KL direction and T² scaling of a distillation term, and the
   two operations every teacher–student method needs: soften logits into targets, and the KL.
 * :class:`MiniGenerations`: LSTSD's mini-generations of E epochs (Algorithm 1, the loop over m)
@@ -55,6 +57,19 @@ def check_fraction(name: str, value: float, *, include_one: bool = True) -> floa
     if not (0.0 <= v <= 1.0) or (v == 1.0 and not include_one):
         raise ValueError(f"{name} must be in [0, 1{']' if include_one else ')'}, got {value!r}")
     return v
+
+
+def gaussian_rampup(epoch: int, rampup_epochs: int) -> float:
+    """Laine & Aila's ramp-up ``exp(−5·(1 − x)²)`` with ``x = min(epoch / rampup_epochs, 1)``; 1 if disabled.
+
+    Example:
+        >>> gaussian_rampup(0, 0), round(gaussian_rampup(40, 80), 4), gaussian_rampup(80, 80)
+        (1.0, 0.2865, 1.0)
+    """
+    if rampup_epochs <= 0:
+        return 1.0
+    x = min(epoch / rampup_epochs, 1.0)
+    return math.exp(-5.0 * (1.0 - x) ** 2)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ it without reporting the value). Ramp-up is off by default (Laine & Aila ramp ov
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -38,20 +37,7 @@ from torch import nn
 from ..bank import SoftTargetBank
 from ..losses import KLDirection, cross_entropy
 from .base import Method
-from .settings import Distillation, check_fraction, check_int, check_weight
-
-
-def gaussian_rampup(epoch: int, rampup_epochs: int) -> float:
-    """Laine & Aila's ramp-up ``exp(−5·(1 − x)²)`` with ``x = min(epoch / rampup_epochs, 1)``; 1 if disabled.
-
-    Example:
-        >>> gaussian_rampup(0, 0), round(gaussian_rampup(40, 80), 4), gaussian_rampup(80, 80)
-        (1.0, 0.2865, 1.0)
-    """
-    if rampup_epochs <= 0:
-        return 1.0
-    x = min(epoch / rampup_epochs, 1.0)
-    return math.exp(-5.0 * (1.0 - x) ** 2)
+from .settings import Distillation, check_fraction, check_int, check_weight, gaussian_rampup
 
 
 class TemporalEnsembling(Method):
