@@ -94,6 +94,12 @@ def test_run_directory_contents(tmp_path):
     assert results["cost"]["extra_forward_passes"] == 0
 
 
+def test_cost_counts_the_extra_forward_pass_of_recording_after_the_update(tmp_path):
+    """The count is the method instance's: LSTSD's record_targets adds a forward pass per step."""
+    cfg = tiny(tmp_path, epochs=1, method_args={"generation_epochs": 1, "record_targets": "after_update_eval"})
+    assert Trainer(cfg, log=None).fit()["cost"]["extra_forward_passes"] == 1
+
+
 def test_learning_rate_schedule_is_the_papers(tmp_path):
     cfg = tiny(tmp_path, method="vanilla", method_args={}, epochs=8, lr=0.1)
     Trainer(cfg, log=None).fit()

@@ -453,7 +453,7 @@ class Trainer:
             "metrics": list(self.task.metrics),
             "final": {k: v for k, v in last.items() if k.startswith(("val_", "test_"))},
             "cost": {"train_seconds": train_seconds, "seconds_per_step": train_seconds / max(steps, 1),
-                     "extra_forward_passes": type(self.method).extra_forward_passes,
+                     "extra_forward_passes": self.method.extra_forward_passes,
                      "parameters": sum(p.numel() for p in self.model.parameters()),
                      "device": str(self.device), "precision": self.precision,
                      "processes": self.procs.world_size, "threads": torch.get_num_threads()},

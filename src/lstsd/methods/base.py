@@ -47,15 +47,17 @@ class Method(nn.Module, abc.ABC):
     Attributes:
         name: the registry name (set by :func:`lstsd.methods.create_method`).
         extra_forward_passes: network forward passes per training step beyond the student's own
-            (0 for LSTSD; 1 for methods that run a teacher on the batch).
-        needs_model_inputs: ``loss`` must be given ``model=`` and ``inputs=`` (teacher forwards).
+            (0 for LSTSD; 1 for methods that run a teacher on the batch). A class attribute that an
+            instance may override when its settings change it (LSTSD's ``record_targets``).
+        needs_model_inputs: ``loss`` must be given ``model=`` and ``inputs=`` (teacher forwards);
+            an instance may override it as well.
         hparams_added: settings added after checkpoints had been written without them, each with
             the value those checkpoints were trained with; loading such a checkpoint reads it so.
     """
 
     name: str = "method"
-    extra_forward_passes: ClassVar[int] = 0
-    needs_model_inputs: ClassVar[bool] = False
+    extra_forward_passes: int = 0
+    needs_model_inputs: bool = False
     hparams_added: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, num_samples: int, num_classes: int, *, validate: bool = True) -> None:
