@@ -589,6 +589,10 @@ def test_report_against_a_row_adds_paired_differences_and_refuses_an_unknown_row
             for m, accs in (("vanilla", (80.0, 81.0)), ("lstsd", (81.0, 81.5))) for s, a in enumerate(accs)]
     assert cli.main(["report", *map(str, runs), "--out", str(tmp_path / "plots"), "--against", "vanilla"]) == 0
     assert "| lstsd | +0.75 ± 0.35 | 2 / 0 / 0 | +3.00 |" in capsys.readouterr().out
+    # the cost table compares with the --against row too (a sweep's vanilla is lambda_long=0.0, not "vanilla")
+    assert cli.main(["report", *map(str, runs), "--out", str(tmp_path / "plots"), "--against", "lstsd"]) == 0
+    out = capsys.readouterr().out
+    assert "| ms/step (median) | vs lstsd |" in out and "| vanilla | 0 | 10.0 | 1.00× |" in out
     assert cli.main(["report", *map(str, runs), "--out", str(tmp_path / "plots"), "--against", "mean_teacher"]) == 2
     err = capsys.readouterr().err
     assert "--against 'mean_teacher' matches no row" in err and len(err.strip().splitlines()) == 1

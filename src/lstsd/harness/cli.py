@@ -426,7 +426,7 @@ def report(run_dirs: list[str], out_dir: str | None = None,
     paired = paired_table(records, against) if against else ""
     plots_dir = Path(out_dir) if out_dir else _default_plots_dir(paths, runs)
     check_output_folder(plots_dir, "pass --out DIR for the plots")
-    return _tables_and_plots_of(records, plots_dir, paired=paired, teachers_epoch=teachers_epoch)
+    return _tables_and_plots_of(records, plots_dir, paired=paired, teachers_epoch=teachers_epoch, against=against)
 
 
 def _tables_and_plots(run_dirs: list[str] | list[Path], plots_dir: Path, methods: list[str] | None = None) -> str:
@@ -439,10 +439,10 @@ def _tables_and_plots(run_dirs: list[str] | list[Path], plots_dir: Path, methods
 
 
 def _tables_and_plots_of(records: list, plots_dir: Path, methods: list[str] | None = None, paired: str = "",
-                         teachers_epoch: int | None = None) -> str:
+                         teachers_epoch: int | None = None, against: str | None = None) -> str:
     plots = write_plots(records, plots_dir)
     tables = [results_table(records, methods=methods), paired, teacher_table(records, teachers_epoch),
-              cost_table(records)]
+              cost_table(records, against)]
     return "\n\n".join([t for t in tables if t] + ["Plots:\n" + "\n".join(f"  {p}" for p in plots)])
 
 

@@ -520,21 +520,42 @@ def results_table(records: list[RunRecord], *, methods: list[str] | None = None,
     return caption + "\n\n" + "\n".join(lines)
 
 
-def cost_table(records: list[RunRecord]) -> str:
-    """Training time per step, relative to vanilla where vanilla was run on the same network."""
+def cost_table(records: list[RunRecord], against: str | None = None) -> str:
+    """Training time per step, relative to vanilla where vanilla was run on the same network, or to
+    the row ``against`` (as in :func:`paired_table`, e.g. a sweep's ``lambda_long=0.0``) when given.
+
+    Example:
+        >>> runs = [RunRecord(Path("."), "lstsd", "resnet20", "digits", 0, {}, [],
+        ...                   {"seconds_per_step": t, "extra_forward_passes": 0}, label=label)
+        ...         for label, t in (("lstsd (lambda_long=0.0)", 0.2), ("lstsd (lambda_long=2.4)", 0.21))]
+        >>> print(cost_table(runs, "lambda_long=0.0").splitlines()[-1])
+        | resnet20 | lstsd (lambda_long=2.4) | 0 | 210.0 | 1.05× |
+    """
     per: dict[tuple[str, str], list[float]] = defaultdict(list)
     extra: dict[str, int] = {}
     for r in records:
         per[(r.model, r.row)].append(r.cost["seconds_per_step"])
         extra[r.row] = r.cost.get("extra_forward_passes", 0)
-    lines = ["| Network | Method | extra forwards/step | ms/step (median) | vs vanilla |", "|---|---|---|---|---|"]
+    reference = "vanilla" if against is None else matching_row(list(dict.fromkeys(r.row for r in records)), against)
+    lines = ["| Network | Method | extra forwards/step | ms/step (median) | vs " + reference + " |",
+             "|---|---|---|---|---|"]
     for (model, row), values in per.items():
         ms = 1000 * statistics.median(values)
-        base = per.get((model, "vanilla"))
+        base = per.get((model, reference))
         ratio = f"{ms / (1000 * statistics.median(base)):.2f}×" if base else "—"
         lines.append(f"| {model} | {row} | {extra[row]} | {ms:.1f} | {ratio} |")
     return ("Cost (wall time of whole runs, measured one after another: a rough figure; "
             "see benchmarks/ for interleaved ratios)\n\n" + "\n".join(lines))
+
+
+def matching_row(rows: list[str], against: str) -> str:
+    """The row labelled ``against``, or the one row whose label contains it; ``ReportError`` otherwise."""
+    base = [row for row in rows if row == against] or [row for row in rows if against in row]
+    if len(base) != 1:
+        found = "matches no row" if not base else f"matches {len(base)} rows"
+        raise ReportError(f"--against {against!r} {found}",
+                          "name one row of the table, or a part of one row's label: " + "; ".join(rows))
+    return base[0]
 
 
 def paired_table(records: list[RunRecord], against: str, split: str = "test") -> str:
@@ -553,13 +574,7 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
         >>> print(paired_table(runs, "vanilla").splitlines()[-1])
         | resnet20 | lstsd | +0.30 ± 0.35 | 2 / 0 / 1 | +1.50 |
     """
-    rows = list(dict.fromkeys(r.row for r in records))
-    base = [row for row in rows if row == against] or [row for row in rows if against in row]
-    if len(base) != 1:
-        found = "matches no row" if not base else f"matches {len(base)} rows"
-        raise ReportError(f"--against {against!r} {found}",
-                          "name one row of the table, or a part of one row's label: " + "; ".join(rows))
-    base_row = base[0]
+    base_row = matching_row(list(dict.fromkeys(r.row for r in records)), against)
     value: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
     for r in records:
         key = f"{split}_{r.metrics[0]}"
