@@ -32,3 +32,20 @@ def test_the_readme_results_are_those_of_docs_results():
     quoted = re.findall(r"\d+\.\d\d ± \d+\.\d\d", README.read_text())
     assert len(quoted) >= 6
     assert [q for q in quoted if q not in results] == []
+
+
+def test_the_study_steps_the_docs_name_are_steps_of_the_script():
+    """docs/results.md names each run by its step of studies/when_lstsd_helps.sh: every step it names
+    exists (and the script says which it has), and the script parses."""
+    import subprocess
+
+    script = README.parent / "studies" / "when_lstsd_helps.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    steps = set(re.search(r'^STEPS="([^"]+)"', script.read_text(), flags=re.M).group(1).split())
+    handled = set(re.findall(r"^    ([a-z0-9-]+)\)", script.read_text(), flags=re.M))
+    assert steps == handled, "every step in STEPS has a case, and every case is in STEPS"
+    results = (README.parent / "docs" / "results.md").read_text()
+    named = set(re.findall(r"when_lstsd_helps\.sh ([a-z0-9-]+)", results))
+    for first_cell in re.findall(r"^\| (`[^|]*) \|", results, flags=re.M):   # the table of steps not run yet
+        named |= set(re.findall(r"`([a-z0-9-]+)`", first_cell))
+    assert len(named) >= 5 and named <= steps, sorted(named - steps)
