@@ -48,7 +48,7 @@ class Processes:
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The element-wise sum of ``tensor`` over all processes (in place under DDP)."""
-        return sum_over_processes(tensor) if self.distributed else tensor
+        return sum_over_processes(tensor)
 
     def gather_objects(self, obj: Any) -> list[Any]:
         """``[obj of rank 0, obj of rank 1, ...]`` on every process."""
