@@ -598,6 +598,33 @@ def test_report_against_a_row_adds_paired_differences_and_refuses_an_unknown_row
     assert "--against 'mean_teacher' matches no row" in err and len(err.strip().splitlines()) == 1
 
 
+def test_against_names_a_row_by_its_settings_in_any_order_and_survives_new_runs(tmp_path, capsys):
+    def sweep_point(lam: float, ramp: int, seed: int, acc: float) -> Path:
+        return fake_run(tmp_path / f"l{lam}-r{ramp}-s{seed}", seed=seed, acc=acc,
+                        method_args={"lambda_long": lam, "lambda_short": lam, "rampup_epochs": ramp})
+
+    def against(spec: str, *runs: Path) -> tuple[int, str, str]:
+        code = cli.main(["report", *map(str, runs), "--out", str(tmp_path / "plots"), "--against", spec])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    sweep = [sweep_point(lam, 0, s, 80.0 + lam + s) for lam in (0.0, 2.4) for s in (0, 1)]
+    code, out, _ = against("lambda_long=0", *sweep)           # 0 names 0.0; the label says lambda_long=0.0
+    assert code == 0 and "Paired by seed against 'lstsd (lambda_long=0.0, lambda_short=0.0)'" in out
+    assert "| lstsd (lambda_long=2.4, lambda_short=2.4) | +2.40 ± 0.00 | 2 / 0 / 0 |" in out
+    # runs with a new setting join the folder: the labels gain rampup_epochs, the spec still names its row
+    ramped = [sweep_point(2.4, 6, s, 81.0 + 2.4 + s) for s in (0, 1)]
+    code, out, _ = against("lambda_short=2.4, method_args.rampup_epochs=0", *sweep, *ramped)
+    assert code == 0 and "against 'lstsd (lambda_long=2.4, lambda_short=2.4, rampup_epochs=0)'" in out
+    assert "| lstsd (lambda_long=2.4, lambda_short=2.4, rampup_epochs=6) | +1.00 ± 0.00 | 2 / 0 / 0 |" in out
+    code, _, err = against("lambda_long=2.4", *sweep, *ramped)   # now two rows have it: refused, both named
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--against 'lambda_long=2.4' matches 2 rows (lstsd (lambda_long=2.4, lambda_short=2.4, " \
+           "rampup_epochs=0); lstsd (lambda_long=2.4, lambda_short=2.4, rampup_epochs=6))" in err
+    code, _, err = against("lambda_long=0.05", *sweep)          # a number is a whole value, not a prefix
+    assert code == 2 and "matches no row" in err
+
+
 def test_report_teachers_epoch_picks_an_epoch_and_refuses_one_no_run_has(tmp_path, capsys):
     runs = [fake_run(tmp_path / f"lstsd{s}", seed=s) for s in (0, 1)]
     assert cli.main(["report", *map(str, runs), "--out", str(tmp_path / "plots"), "--teachers-epoch", "1"]) == 0

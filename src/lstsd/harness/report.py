@@ -536,7 +536,7 @@ def cost_table(records: list[RunRecord], against: str | None = None) -> str:
     for r in records:
         per[(r.model, r.row)].append(r.cost["seconds_per_step"])
         extra[r.row] = r.cost.get("extra_forward_passes", 0)
-    reference = "vanilla" if against is None else matching_row(list(dict.fromkeys(r.row for r in records)), against)
+    reference = "vanilla" if against is None else matching_row(records, against)
     lines = ["| Network | Method | extra forwards/step | ms/step (median) | vs " + reference + " |",
              "|---|---|---|---|---|"]
     for (model, row), values in per.items():
@@ -548,13 +548,63 @@ def cost_table(records: list[RunRecord], against: str | None = None) -> str:
             "see benchmarks/ for interleaved ratios)\n\n" + "\n".join(lines))
 
 
-def matching_row(rows: list[str], against: str) -> str:
-    """The row labelled ``against``, or the one row whose label contains it; ``ReportError`` otherwise."""
-    base = [row for row in rows if row == against] or [row for row in rows if against in row]
+def _same_value(shown: str, wanted: str) -> bool:
+    """``wanted`` (as typed after ``key=``) names the value ``shown``: equal text, or equal numbers (``0`` = ``0.0``)."""
+    if shown == wanted:
+        return True
+    try:
+        return float(shown) == float(wanted)
+    except ValueError:
+        return False
+
+
+def _row_has(record: RunRecord, part: str) -> bool:
+    """Whether a run has the setting ``part`` names: ``key=value`` (``key`` as in the row labels, e.g.
+    ``lambda_long``, or in full, ``method_args.lambda_long``), or a bare value of any of its settings
+    or its method's name (``teacher_student``)."""
+    label_parts = record.row.removeprefix(record.method).strip(" ()").split(", ")
+    if part in label_parts:                     # as the label shows it (also for runs without a config)
+        return True
+    settings = {**run_settings(record), "method": record.method}
+    if "=" in part:
+        key, wanted = (text.strip() for text in part.split("=", 1))
+        return any(key in (k, _short(k)) and _same_value(_show(v, k), wanted) for k, v in settings.items())
+    return any(_show(v, k) == part for k, v in settings.items())
+
+
+def matching_row(records: list[RunRecord], against: str) -> str:
+    """The row ``against`` names; ``ReportError`` unless exactly one row fits.
+
+    ``against`` is a row's whole label, or comma-separated parts that each name one of the row's
+    settings, ``key=value`` (``lambda_long=0``, ``method_args.rampup_epochs=6``) or a bare value
+    (``vanilla``, ``teacher_student``), in any order. The parts are checked against each run's full
+    settings, not against the label's text, so a spec keeps naming the same row when runs added to a
+    folder add settings to the labels.
+
+    Example:
+        >>> runs = [RunRecord(Path("."), "lstsd", "resnet20", "digits", 0, {}, [], {}, label=label,
+        ...                   config={"method": "lstsd", "method_args": {"lambda_long": lam, "rampup_epochs": ramp}})
+        ...         for label, lam, ramp in (("lstsd (lambda_long=0.0, rampup_epochs=0)", 0.0, 0),
+        ...                                  ("lstsd (lambda_long=2.4, rampup_epochs=0)", 2.4, 0),
+        ...                                  ("lstsd (lambda_long=2.4, rampup_epochs=6)", 2.4, 6))]
+        >>> matching_row(runs, "lambda_long=0")
+        'lstsd (lambda_long=0.0, rampup_epochs=0)'
+        >>> matching_row(runs, "rampup_epochs=0, lambda_long=2.4")
+        'lstsd (lambda_long=2.4, rampup_epochs=0)'
+    """
+    rows = list(dict.fromkeys(r.row for r in records))
+    base = [row for row in rows if row == against]
+    if not base:
+        parts = [part.strip() for part in against.split(",") if part.strip()]
+        base = [row for row in rows if parts and all(
+            any(_row_has(r, part) for r in records if r.row == row) for part in parts)]
     if len(base) != 1:
-        found = "matches no row" if not base else f"matches {len(base)} rows"
-        raise ReportError(f"--against {against!r} {found}",
-                          "name one row of the table, or a part of one row's label: " + "; ".join(rows))
+        if base:
+            raise ReportError(f"--against {against!r} matches {len(base)} rows ({'; '.join(base)})",
+                              "add a setting that only one of them has, as key=value after a comma")
+        raise ReportError(f"--against {against!r} matches no row",
+                          "name one row: its label, or settings that only it has as key=value, comma-separated; "
+                          "rows: " + "; ".join(rows))
     return base[0]
 
 
@@ -564,8 +614,8 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
     seed-to-seed spread that the ``mean ± std`` of each row carries. The paired t statistic
     (mean / (std / √n), n − 1 degrees of freedom) says how far that difference is from noise.
 
-    ``against`` is a row label (``vanilla``; a sweep's ``lstsd (lambda_long=0.0, lambda_short=0.0)``)
-    or a part of exactly one row label (``lambda_long=0.0``).
+    ``against`` names one row (:func:`matching_row`): its label (``vanilla``) or settings that only it
+    has (a sweep's ``lambda_long=0``).
 
     Example:
         >>> runs = [RunRecord(Path("."), m, "resnet20", "digits", s, {"test_accuracy": a}, [], {})
@@ -574,7 +624,7 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
         >>> print(paired_table(runs, "vanilla").splitlines()[-1])
         | resnet20 | lstsd | +0.30 ± 0.35 | 2 / 0 / 1 | +1.50 |
     """
-    base_row = matching_row(list(dict.fromkeys(r.row for r in records)), against)
+    base_row = matching_row(records, against)
     value: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
     for r in records:
         key = f"{split}_{r.metrics[0]}"
