@@ -30,6 +30,10 @@ teacher_student:after_update_train,teacher_student:after_update_eval"
 # ramp-up, `rampup_epochs`), against the shock of switching distillation on at full weight.
 RAMPUP="method_args.rampup_epochs=6"
 
+# Every method (`lstsd list`), in the order the all-methods step makes them.
+ALL_METHODS="vanilla,label_smoothing,ps_kd,mean_teacher,temporal_ensembling,snapshot_ensembles,\
+snapshot_distillation,lstsd_wo_long,lstsd_wo_short,lstsd_single,lstsd"
+
 sweep() { "$LSTSD" sweep --preset sweep-lambda-scale --jobs "$JOBS" "$@"; }
 
 step() {
@@ -50,9 +54,10 @@ step() {
     text-cnn)      "$LSTSD" compare --preset text-quick --seeds 0,1,2 --jobs "$JOBS" --out "$OUT/text-cnn" \
                      --set epochs=50 batch_size=32 lr=0.008 "lr_milestones=[]" eval_every=10 \
                      method_args.lstsd.generation_epochs=6 $EXTRA ;;
-    # Table 1's methods and Table 3's variants on the same full schedule (the vanilla and lstsd runs
-    # equal the 4k-aug step's lambda 0 and paper points; these are separate runs of them).
-    all-methods-4k) "$LSTSD" compare --preset full-schedule --methods all --jobs "$JOBS" --out "$OUT/4k-aug-all-methods" ${EXTRA:+--set $EXTRA} ;;
+    # Table 1's methods and Table 3's variants on the same full schedule, vanilla first and LSTSD
+    # last (its runs repeat the 4k-aug step's paper point), so an interrupted step has the baselines.
+    all-methods-4k) "$LSTSD" compare --preset full-schedule --methods "$ALL_METHODS" --jobs "$JOBS" \
+                     --out "$OUT/4k-aug-all-methods" ${EXTRA:+--set $EXTRA} ;;
     minilm)        "$LSTSD" compare --preset text-minilm --seeds 0,1,2 --jobs "$JOBS" --out "$OUT/minilm" ${EXTRA:+--set $EXTRA} ;;
     *) echo "unknown step $1; steps: $STEPS" >&2; exit 2 ;;
   esac

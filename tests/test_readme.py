@@ -49,3 +49,14 @@ def test_the_study_steps_the_docs_name_are_steps_of_the_script():
     for first_cell in re.findall(r"^\| (`[^|]*) \|", results, flags=re.M):   # the table of steps not run yet
         named |= set(re.findall(r"`([a-z0-9-]+)`", first_cell))
     assert len(named) >= 5 and named <= steps, sorted(named - steps)
+
+
+def test_the_all_methods_step_runs_every_method():
+    """The study's all-methods step lists its methods by hand (vanilla first, LSTSD last): a method
+    added to the registry must be added there too."""
+    from lstsd.methods import available_methods
+
+    script = (README.parent / "studies" / "when_lstsd_helps.sh").read_text()
+    listed = re.search(r'^ALL_METHODS="([^"]+)"', script, flags=re.M).group(1).replace("\\\n", "").split(",")
+    assert sorted(listed) == sorted(available_methods()) and len(listed) == len(set(listed))
+    assert listed[0] == "vanilla" and listed[-1] == "lstsd"
