@@ -506,8 +506,13 @@ def test_paired_table_differences_by_seed_and_clear_errors():
     records += [_record("ps_kd", "r", "d", 5, 90.0)]                 # no seed in common: no row
     table = paired_table(records, "vanilla")
     assert "| r | lstsd | +0.00 ± 1.00 | 1 / 1 / 1 | +0.00 |" in table and "ps_kd" not in table
-    assert paired_table(records, "anil") == table                     # a part of one label
+    assert paired_table(records, "method=vanilla") == table             # a setting only that row has
     with pytest.raises(ReportError, match="matches no row"):
         paired_table(records, "mean_teacher")
-    with pytest.raises(ReportError, match="matches 2 rows"):
-        paired_table(records, "s")
+    with pytest.raises(ReportError, match="matches no row"):            # a piece of a label names no setting
+        paired_table(records, "anil")
+    for r in records[3:6]:
+        r.label = "lstsd (lr=0.1)" if r.seed < 2 else None
+    assert paired_table(records, "lstsd").startswith("Paired by seed against 'lstsd'")  # a whole label
+    with pytest.raises(ReportError, match=r"matches 2 rows \(lstsd \(lr=0.1\); lstsd\)"):
+        paired_table(records, "method=lstsd")                           # the method of two rows
