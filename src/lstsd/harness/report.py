@@ -579,7 +579,7 @@ def matching_row(records: list[RunRecord], against: str) -> str:
     settings, ``key=value`` (``lambda_long=0``, ``method_args.rampup_epochs=6``) or a bare value
     (``vanilla``, ``teacher_student``), in any order. The parts are checked against each run's full
     settings, not against the label's text, so a spec keeps naming the same row when runs added to a
-    folder add settings to the labels.
+    folder add settings to the labels. A value with a comma in it (a list) is named by the whole label.
 
     Example:
         >>> runs = [RunRecord(Path("."), "lstsd", "resnet20", "digits", 0, {}, [], {}, label=label,
