@@ -588,7 +588,7 @@ def test_report_against_a_row_adds_paired_differences_and_refuses_an_unknown_row
     runs = [fake_run(tmp_path / f"{m}{s}", method=m, seed=s, acc=a)
             for m, accs in (("vanilla", (80.0, 81.0)), ("lstsd", (81.0, 81.5))) for s, a in enumerate(accs)]
     assert cli.main(["report", *map(str, runs), "--out", str(tmp_path / "plots"), "--against", "vanilla"]) == 0
-    assert "| lstsd | +0.75 ± 0.35 | 2 / 0 / 0 | +3.00 |" in capsys.readouterr().out
+    assert "| lstsd | +0.75 ± 0.35 | 2 / 0 / 0 | +3.00 | 0.2 |" in capsys.readouterr().out   # p: t with 1 d.o.f.
     # the cost table compares with the --against row too (a sweep's vanilla is lambda_long=0.0, not "vanilla")
     assert cli.main(["report", *map(str, runs), "--out", str(tmp_path / "plots"), "--against", "lstsd"]) == 0
     out = capsys.readouterr().out

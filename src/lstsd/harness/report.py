@@ -622,8 +622,10 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
         ...         for m, accs in (("vanilla", (80.0, 82.0, 81.0)), ("lstsd", (80.5, 82.5, 80.9)))
         ...         for s, a in enumerate(accs)]
         >>> print(paired_table(runs, "vanilla").splitlines()[-1])
-        | resnet20 | lstsd | +0.30 ± 0.35 | 2 / 0 / 1 | +1.50 |
+        | resnet20 | lstsd | +0.30 ± 0.35 | 2 / 0 / 1 | +1.50 | 0.27 |
     """
+    from scipy.stats import t as t_distribution
+
     base_row = matching_row(records, against)
     value: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
     for r in records:
@@ -632,7 +634,7 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
             value[(r.dataset, r.model, r.row)][r.seed] = r.final[key]
     several_datasets = len({r.dataset for r in records}) > 1
     head = ["Data set"] * several_datasets + ["Network", "Method", "difference (mean ± std)",
-                                              "better / equal / worse (seeds)", "paired t"]
+                                              "better / equal / worse (seeds)", "paired t", "p (two-sided)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (dataset, model, row), per_seed in value.items():
         reference = value.get((dataset, model, base_row), {})
@@ -643,12 +645,14 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
         mean, std = _mean_std(diffs)
         spread = f"{mean:+.2f}" if len(diffs) == 1 else f"{mean:+.2f} ± {std:.2f}"
         tally = f"{sum(d > 0 for d in diffs)} / {sum(d == 0 for d in diffs)} / {sum(d < 0 for d in diffs)}"
-        t = "—" if len(diffs) < 2 or std == 0 else f"{mean / (std / math.sqrt(len(diffs))):+.2f}"
-        lines.append("| " + " | ".join([dataset] * several_datasets + [model, row, spread, tally, t]) + " |")
+        t = None if len(diffs) < 2 or std == 0 else mean / (std / math.sqrt(len(diffs)))
+        shown = ["—", "—"] if t is None else [f"{t:+.2f}", f"{2 * t_distribution.sf(abs(t), len(diffs) - 1):.2g}"]
+        lines.append("| " + " | ".join([dataset] * several_datasets + [model, row, spread, tally, *shown]) + " |")
     metrics = "/".join(sorted({r.metrics[0] for r in records}))
     return (f"Paired by seed against {base_row!r}: {split} {metrics} of each row minus its value on the same seed "
             f"(points; same seed = same initial weights and batches); paired t = mean / (std / √n), with n − 1 "
-            f"degrees of freedom (|t| > 4.30 is significant at 5% for n = 3, > 2.78 for n = 5)\n\n" + "\n".join(lines))
+            f"degrees of freedom (|t| > 4.30 is significant at 5% for n = 3, > 2.78 for n = 5), and its two-sided p "
+            f"(not corrected for the number of rows compared)\n\n" + "\n".join(lines))
 
 
 def _last(record: RunRecord, key: str, epoch: int | None = None) -> float | None:
