@@ -544,8 +544,8 @@ def cost_table(records: list[RunRecord], against: str | None = None) -> str:
         base = per.get((model, reference))
         ratio = f"{ms / (1000 * statistics.median(base)):.2f}×" if base else "—"
         lines.append(f"| {model} | {row} | {extra[row]} | {ms:.1f} | {ratio} |")
-    return ("Cost (wall time of whole runs, measured one after another: a rough figure; "
-            "see benchmarks/ for interleaved ratios)\n\n" + "\n".join(lines))
+    return ("Cost (wall time of whole runs, not interleaved, and shared with any runs made beside them "
+            "(--jobs): a rough figure; see benchmarks/ for interleaved ratios)\n\n" + "\n".join(lines))
 
 
 def _same_value(shown: str, wanted: str) -> bool:
