@@ -516,3 +516,16 @@ def test_paired_table_differences_by_seed_and_clear_errors():
     assert paired_table(records, "lstsd").startswith("Paired by seed against 'lstsd'")  # a whole label
     with pytest.raises(ReportError, match=r"matches 2 rows \(lstsd \(lr=0.1\); lstsd\)"):
         paired_table(records, "method=lstsd")                           # the method of two rows
+
+
+def test_paired_table_gives_a_teacher_or_ensemble_its_own_row():
+    from lstsd.harness.report import paired_table
+    records = [_record("vanilla", "r", "d", s, a) for s, a in ((0, 80.0), (1, 82.0))]
+    records += [_record("mean_teacher", "r", "d", s, a, {"test_accuracy_teacher": teacher})
+                for s, a, teacher in ((0, 80.5, 81.0), (1, 81.5, 84.0))]
+    records += [_record("snapshot_ensembles", "r", "d", 0, 79.0, {"test_accuracy_ensemble": 81.0})]
+    lines = paired_table(records, "vanilla").splitlines()
+    assert "| r | mean_teacher | +0.00 ± 0.71 | 1 / 0 / 1 | +0.00 | 1 |" in lines
+    assert "| r | mean_teacher (teacher) | +1.50 ± 0.71 | 2 / 0 / 0 | +3.00 | 0.2 |" in lines
+    assert "| r | snapshot_ensembles | -1.00 | 0 / 0 / 1 | — | — |" in lines
+    assert "| r | snapshot_ensembles (ensemble) | +1.00 | 1 / 0 / 0 | — | — |" in lines

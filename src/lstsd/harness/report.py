@@ -615,7 +615,9 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
     (mean / (std / √n), n − 1 degrees of freedom) says how far that difference is from noise.
 
     ``against`` names one row (:func:`matching_row`): its label (``vanilla``) or settings that only it
-    has (a sweep's ``lambda_long=0``).
+    has (a sweep's ``lambda_long=0``). A predictor a run reports beside its network (Mean Teacher's
+    ``teacher``, Snapshot Ensembles' ``ensemble``) gets a row of its own, labelled as in
+    :func:`results_table` (``mean_teacher (teacher)``).
 
     Example:
         >>> runs = [RunRecord(Path("."), m, "resnet20", "digits", s, {"test_accuracy": a}, [], {})
@@ -623,6 +625,9 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
         ...         for s, a in enumerate(accs)]
         >>> print(paired_table(runs, "vanilla").splitlines()[-1])
         | resnet20 | lstsd | +0.30 ± 0.35 | 2 / 0 / 1 | +1.50 | 0.27 |
+        >>> runs[-1].final["test_accuracy_teacher"] = 81.5   # lstsd seed 2 also reports a teacher
+        >>> print(paired_table(runs, "vanilla").splitlines()[-1])
+        | resnet20 | lstsd (teacher) | +0.50 | 1 / 0 / 0 | — | — |
     """
     from scipy.stats import t as t_distribution
 
@@ -632,6 +637,8 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
         key = f"{split}_{r.metrics[0]}"
         if key in r.final:
             value[(r.dataset, r.model, r.row)][r.seed] = r.final[key]
+        for extra in _predictors([r], split, r.metrics[0]):   # a teacher or ensemble, as its own row
+            value[(r.dataset, r.model, f"{r.row} ({extra})")][r.seed] = r.final[f"{key}_{extra}"]
     several_datasets = len({r.dataset for r in records}) > 1
     head = ["Data set"] * several_datasets + ["Network", "Method", "difference (mean ± std)",
                                               "better / equal / worse (seeds)", "paired t", "p (two-sided)"]
