@@ -529,3 +529,18 @@ def test_paired_table_gives_a_teacher_or_ensemble_its_own_row():
     assert "| r | mean_teacher (teacher) | +1.50 ± 0.71 | 2 / 0 / 0 | +3.00 | 0.2 |" in lines
     assert "| r | snapshot_ensembles | -1.00 | 0 / 0 / 1 | — | — |" in lines
     assert "| r | snapshot_ensembles (ensemble) | +1.00 | 1 / 0 / 0 | — | — |" in lines
+
+
+def test_paired_table_takes_a_teacher_row_as_the_reference():
+    from lstsd.harness.report import ReportError, paired_table
+    records = [_record("vanilla", "r", "d", s, a) for s, a in ((0, 80.0), (1, 82.0))]
+    records += [_record("mean_teacher", "r", "d", s, a, {"test_accuracy_teacher": teacher})
+                for s, a, teacher in ((0, 80.5, 81.0), (1, 81.5, 84.0))]
+    table = paired_table(records, "mean_teacher (teacher)")
+    assert "against 'mean_teacher (teacher)'" in table
+    lines = table.splitlines()
+    assert "| r | vanilla | -1.50 ± 0.71 | 0 / 0 / 2 | -3.00 | 0.2 |" in lines
+    assert "| r | mean_teacher | -1.50 ± 1.41 | 0 / 0 / 2 | -1.50 | 0.37 |" in lines
+    assert not any(line.startswith("| r | mean_teacher (teacher) |") for line in lines)
+    with pytest.raises(ReportError, match=r"rows: vanilla; mean_teacher; mean_teacher \(teacher\)"):
+        paired_table(records, "ema")

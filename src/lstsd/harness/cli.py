@@ -627,7 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run folders, comparison folders or glob patterns (what is not a finished run is skipped)")
     rep.add_argument("--out", help="where to write the plots (default: plots/ beside the runs)")
     rep.add_argument("--against", metavar="ROW",
-                     help="add each row's difference to this row, paired by seed: a row label such as vanilla, "
+                     help="add each row's difference to this row, paired by seed: a row label such as vanilla "
+                          "or \"mean_teacher (teacher)\", "
                           "or settings only that row has, comma-separated key=value in any order, "
                           "e.g. \"lambda_long=2.4, rampup_epochs=0\"")
     rep.add_argument("--teachers-epoch", type=int, metavar="N",

@@ -38,6 +38,7 @@ import os
 import re
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -572,7 +573,7 @@ def _row_has(record: RunRecord, part: str) -> bool:
     return any(_show(v, k) == part for k, v in settings.items())
 
 
-def matching_row(records: list[RunRecord], against: str) -> str:
+def matching_row(records: list[RunRecord], against: str, extra_rows: Iterable[str] = ()) -> str:
     """The row ``against`` names; ``ReportError`` unless exactly one row fits.
 
     ``against`` is a row's whole label, or comma-separated parts that each name one of the row's
@@ -580,6 +581,8 @@ def matching_row(records: list[RunRecord], against: str) -> str:
     (``vanilla``, ``teacher_student``), in any order. The parts are checked against each run's full
     settings, not against the label's text, so a spec keeps naming the same row when runs added to a
     folder add settings to the labels. A value with a comma in it (a list) is named by the whole label.
+    ``extra_rows`` (a teacher's or an ensemble's row, ``mean_teacher (teacher)``) are named by their
+    whole label only.
 
     Example:
         >>> runs = [RunRecord(Path("."), "lstsd", "resnet20", "digits", 0, {}, [], {}, label=label,
@@ -593,7 +596,7 @@ def matching_row(records: list[RunRecord], against: str) -> str:
         'lstsd (lambda_long=2.4, rampup_epochs=0)'
     """
     rows = list(dict.fromkeys(r.row for r in records))
-    base = [row for row in rows if row == against]
+    base = [row for row in [*rows, *extra_rows] if row == against]
     if not base:
         parts = [part.strip() for part in against.split(",") if part.strip()]
         base = [row for row in rows if parts and all(
@@ -604,7 +607,7 @@ def matching_row(records: list[RunRecord], against: str) -> str:
                               "add a setting that only one of them has, as key=value after a comma")
         raise ReportError(f"--against {against!r} matches no row",
                           "name one row: its label, or settings that only it has as key=value, comma-separated; "
-                          "rows: " + "; ".join(rows))
+                          "rows: " + "; ".join(dict.fromkeys([*rows, *extra_rows])))
     return base[0]
 
 
@@ -617,7 +620,7 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
     ``against`` names one row (:func:`matching_row`): its label (``vanilla``) or settings that only it
     has (a sweep's ``lambda_long=0``). A predictor a run reports beside its network (Mean Teacher's
     ``teacher``, Snapshot Ensembles' ``ensemble``) gets a row of its own, labelled as in
-    :func:`results_table` (``mean_teacher (teacher)``).
+    :func:`results_table` (``mean_teacher (teacher)``), and ``against`` may name it by that label.
 
     Example:
         >>> runs = [RunRecord(Path("."), m, "resnet20", "digits", s, {"test_accuracy": a}, [], {})
@@ -631,14 +634,16 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
     """
     from scipy.stats import t as t_distribution
 
-    base_row = matching_row(records, against)
     value: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
+    predictor_rows: list[str] = []
     for r in records:
         key = f"{split}_{r.metrics[0]}"
         if key in r.final:
             value[(r.dataset, r.model, r.row)][r.seed] = r.final[key]
         for extra in _predictors([r], split, r.metrics[0]):   # a teacher or ensemble, as its own row
-            value[(r.dataset, r.model, f"{r.row} ({extra})")][r.seed] = r.final[f"{key}_{extra}"]
+            predictor_rows.append(f"{r.row} ({extra})")
+            value[(r.dataset, r.model, predictor_rows[-1])][r.seed] = r.final[f"{key}_{extra}"]
+    base_row = matching_row(records, against, extra_rows=dict.fromkeys(predictor_rows))
     several_datasets = len({r.dataset for r in records}) > 1
     head = ["Data set"] * several_datasets + ["Network", "Method", "difference (mean ± std)",
                                               "better / equal / worse (seeds)", "paired t", "p (two-sided)"]
