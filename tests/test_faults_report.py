@@ -631,3 +631,19 @@ def test_report_teachers_epoch_picks_an_epoch_and_refuses_one_no_run_has(tmp_pat
     assert "at epoch 1 (mean over seeds)" in capsys.readouterr().out
     assert cli.main(["report", *map(str, runs), "--out", str(tmp_path / "plots"), "--teachers-epoch", "99"]) == 2
     assert "--teachers-epoch 99: no run logged that epoch" in capsys.readouterr().err
+
+
+def test_report_against_a_teacher_row_compares_cost_with_the_runs_that_report_it(tmp_path, capsys):
+    runs = [fake_run(tmp_path / f"{m}{s}", method=m, seed=s, acc=a)
+            for m, accs in (("vanilla", (80.0, 81.0)), ("mean_teacher", (80.5, 81.5))) for s, a in enumerate(accs)]
+    for run, teacher in zip(runs[2:], (81.0, 82.5)):      # Mean Teacher's runs also report their EMA teacher
+        results = json.loads((run / "results.json").read_text())
+        results["final"]["test_accuracy_teacher"] = teacher
+        results["cost"]["seconds_per_step"] = 0.02
+        (run / "results.json").write_text(json.dumps(results))
+    code = cli.main(["report", *map(str, runs), "--out", str(tmp_path / "plots"), "--against", "mean_teacher (teacher)"])
+    out = capsys.readouterr().out
+    assert code == 0 and "Paired by seed against 'mean_teacher (teacher)'" in out
+    assert "| vanilla | -1.25 ± 0.35 | 0 / 0 / 2 | -5.00 | 0.13 |" in out
+    # the teacher has no cost of its own: the cost table is relative to the runs that report it
+    assert "| ms/step (median) | vs mean_teacher |" in out and "| vanilla | 0 | 10.0 | 0.50× |" in out

@@ -388,6 +388,11 @@ def _predictors(records: list[RunRecord], split: str, metric: str) -> list[str]:
     return seen
 
 
+def _predictor_rows(records: list[RunRecord], split: str = "test") -> dict[str, str]:
+    """Each extra predictor's row label (``mean_teacher (teacher)``) mapped to the row of the runs that report it."""
+    return {f"{r.row} ({extra})": r.row for r in records for extra in _predictors([r], split, r.metrics[0])}
+
+
 def choose_layout(records: list[RunRecord]) -> str:
     """``network_methods_by_dataset`` for runs over several data sets or a text data set, else ``methods_by_network``.
 
@@ -523,7 +528,8 @@ def results_table(records: list[RunRecord], *, methods: list[str] | None = None,
 
 def cost_table(records: list[RunRecord], against: str | None = None) -> str:
     """Training time per step, relative to vanilla where vanilla was run on the same network, or to
-    the row ``against`` (as in :func:`paired_table`, e.g. a sweep's ``lambda_long=0.0``) when given.
+    the row ``against`` (as in :func:`paired_table`, e.g. a sweep's ``lambda_long=0.0``) when given;
+    a teacher's or an ensemble's row (``mean_teacher (teacher)``) stands for the runs that report it.
 
     Example:
         >>> runs = [RunRecord(Path("."), "lstsd", "resnet20", "digits", 0, {}, [],
@@ -537,7 +543,9 @@ def cost_table(records: list[RunRecord], against: str | None = None) -> str:
     for r in records:
         per[(r.model, r.row)].append(r.cost["seconds_per_step"])
         extra[r.row] = r.cost.get("extra_forward_passes", 0)
-    reference = "vanilla" if against is None else matching_row(records, against)
+    owners = _predictor_rows(records)
+    reference = "vanilla" if against is None else matching_row(records, against, extra_rows=owners)
+    reference = owners.get(reference, reference)   # a predictor costs what the run that reports it costs
     lines = ["| Network | Method | extra forwards/step | ms/step (median) | vs " + reference + " |",
              "|---|---|---|---|---|"]
     for (model, row), values in per.items():
@@ -635,15 +643,13 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
     from scipy.stats import t as t_distribution
 
     value: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
-    predictor_rows: list[str] = []
     for r in records:
         key = f"{split}_{r.metrics[0]}"
         if key in r.final:
             value[(r.dataset, r.model, r.row)][r.seed] = r.final[key]
         for extra in _predictors([r], split, r.metrics[0]):   # a teacher or ensemble, as its own row
-            predictor_rows.append(f"{r.row} ({extra})")
-            value[(r.dataset, r.model, predictor_rows[-1])][r.seed] = r.final[f"{key}_{extra}"]
-    base_row = matching_row(records, against, extra_rows=dict.fromkeys(predictor_rows))
+            value[(r.dataset, r.model, f"{r.row} ({extra})")][r.seed] = r.final[f"{key}_{extra}"]
+    base_row = matching_row(records, against, extra_rows=_predictor_rows(records, split))
     several_datasets = len({r.dataset for r in records}) > 1
     head = ["Data set"] * several_datasets + ["Network", "Method", "difference (mean ± std)",
                                               "better / equal / worse (seeds)", "paired t", "p (two-sided)"]
