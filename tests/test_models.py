@@ -171,6 +171,9 @@ def test_init() -> None:
     assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
     conv = model.layer3[1].conv2  # fan_out = 64 * 9 -> std = sqrt(2 / 576)
     assert conv.weight.std().item() == pytest.approx((2 / 576) ** 0.5, rel=0.1)
+    # The classifier's bias: PyTorch's default for ResNet, zero for DenseNet-BC (each as documented).
+    assert not torch.all(model.fc.bias == 0)
+    assert torch.all(build_model("densenet_bc", depth=10, num_classes=10).fc.bias == 0)
 
 
 @pytest.mark.parametrize("depth", [0, 19, 21, 2, 7])

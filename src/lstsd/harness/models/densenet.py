@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_positive_int
+from ._checks import check_depth, check_positive_int, init_weights_
 
 __all__ = ["Bottleneck", "DenseNetBC", "Transition"]
 
@@ -131,13 +131,7 @@ class DenseNetBC(nn.Module):
         init_channels: int | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(depth, bool) or not isinstance(depth, int):
-            raise ValueError(f"depth must be an integer, got {depth!r}")
-        if depth < 10 or (depth - 4) % 6 != 0:
-            raise ValueError(
-                f"DenseNetBC depth must satisfy (depth - 4) % 6 == 0 with depth >= 10, "
-                f"i.e. 6n + 4 for n >= 1: 10, 16, 22, 28, 34, 40, ..., 100, ..., 190, ..., 250, ...; got {depth}"
-            )
+        check_depth("DenseNetBC", depth, offset=4, examples="10, 16, 22, 28, 34, 40, ..., 100, ..., 190, ..., 250, ...")
         check_positive_int("num_classes", num_classes)
         check_positive_int("growth_rate", growth_rate)
         check_positive_int("in_channels", in_channels)
@@ -174,14 +168,7 @@ class DenseNetBC(nn.Module):
         self.feature_dim = channels
         self.fc = nn.Linear(channels, num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_weights_(self, zero_linear_bias=True)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Return the globally pooled features of shape ``(B, feature_dim)``."""

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_positive_int
+from ._checks import check_depth, check_positive_int, init_weights_
 
 __all__ = ["BasicBlock", "PadShortcut", "ResNetCifar", "valid_resnet_depths"]
 
@@ -160,13 +160,7 @@ class ResNetCifar(nn.Module):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        if isinstance(depth, bool) or not isinstance(depth, int):
-            raise ValueError(f"depth must be an integer, got {depth!r}")
-        if depth < 8 or (depth - 2) % 6 != 0:
-            raise ValueError(
-                f"ResNetCifar depth must satisfy (depth - 2) % 6 == 0 with depth >= 8, "
-                f"i.e. 6n + 2 for n >= 1: 8, 14, 20, 26, 32, 38, 44, 50, 56, ..., 110, ...; got {depth}"
-            )
+        check_depth("ResNetCifar", depth, offset=2, examples="8, 14, 20, 26, 32, 38, 44, 50, 56, ..., 110, ...")
         check_positive_int("num_classes", num_classes)
         check_positive_int("width", width)
         check_positive_int("in_channels", in_channels)
@@ -192,12 +186,7 @@ class ResNetCifar(nn.Module):
         self.feature_dim = channels
         self.fc = nn.Linear(channels, num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights_(self, zero_linear_bias=False)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Return the globally pooled features of shape ``(B, feature_dim)``."""
