@@ -41,9 +41,11 @@ def test_the_study_steps_the_docs_name_are_steps_of_the_script():
 
     script = README.parent / "studies" / "when_lstsd_helps.sh"
     subprocess.run(["bash", "-n", str(script)], check=True)
-    steps = set(re.search(r'^STEPS="([^"]+)"', script.read_text(), flags=re.M).group(1).split())
-    handled = set(re.findall(r"^    ([a-z0-9-]+)\)", script.read_text(), flags=re.M))
-    assert steps == handled, "every step in STEPS has a case, and every case is in STEPS"
+    text = script.read_text()
+    steps = set(re.search(r'^STEPS="([^"]+)"', text, flags=re.M).group(1).split())
+    steps |= set(re.search(r'^GPU_STEPS="([^"]+)"', text, flags=re.M).group(1).split())
+    handled = set(re.findall(r"^    ([a-z0-9-]+)\)", text, flags=re.M))
+    assert steps == handled, "every step in STEPS or GPU_STEPS has a case, and every case is in one of them"
     results = (README.parent / "docs" / "results.md").read_text()
     named = set(re.findall(r"when_lstsd_helps\.sh ([a-z0-9-]+)", results))
     for first_cell in re.findall(r"^\| (`[^|]*) \|", results, flags=re.M):   # the table of steps not run yet
@@ -60,3 +62,14 @@ def test_the_all_methods_step_runs_every_method():
     listed = re.search(r'^ALL_METHODS="([^"]+)"', script, flags=re.M).group(1).replace("\\\n", "").split(",")
     assert sorted(listed) == sorted(available_methods()) and len(listed) == len(set(listed))
     assert listed[0] == "vanilla" and listed[-1] == "lstsd"
+
+
+def test_the_table1_step_runs_table1s_methods():
+    """The GPU step's methods are Table 1's rows (paper, Experiments), each a registered method."""
+    from lstsd.methods import available_methods
+
+    script = (README.parent / "studies" / "when_lstsd_helps.sh").read_text()
+    listed = re.search(r'^TABLE1_METHODS="([^"]+)"', script, flags=re.M).group(1).split(",")
+    assert listed == ["vanilla", "mean_teacher", "snapshot_ensembles", "temporal_ensembling",
+                      "snapshot_distillation", "lstsd"]
+    assert set(listed) <= set(available_methods())
