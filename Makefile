@@ -17,7 +17,7 @@ JOBS := $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -ge 2 ] && echo 2 || ec
 
 demo: $(STAMP) data
 	$(VENV)/bin/lstsd compare --preset quick --jobs $(JOBS)
-	@echo "Found (docs/results.md, When does LSTSD help): on this 12-epoch schedule LSTSD is below vanilla; on the paper's 164-epoch schedule it is level on these 4,000 images, behind where vanilla never fits its training set (1,000 augmented images), and ahead where vanilla memorises it (+0.6 points on these images without augmentation, 4 seeds of 5, not significant). Why, in the teachers_*.png plot: its teachers are as good as the student but barely different from it."
+	@echo "Found (docs/results.md, When does LSTSD help): on this 12-epoch schedule LSTSD is below vanilla; on the paper's 164-epoch schedule it is a little behind on these 4,000 images (-1.0 points, 6 runs on two machines), behind where vanilla never fits its training set (1,000 augmented images), and ahead where vanilla memorises it (+0.6 points on these images without augmentation, 4 seeds of 5, not significant). Why, in the teachers_*.png plot: its teachers are as good as the student but barely different from it."
 
 test: $(STAMP) data
 	$(PY) -m pytest -q $(PYTEST_ARGS)

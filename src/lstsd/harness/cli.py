@@ -570,7 +570,7 @@ def _add_jobs(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--jobs", type=int, default=1, help="runs at once, each with cores // jobs threads "
                      "(default 1; never more than the cores)")
     sub.add_argument("--threads", type=int, help="threads per run (default cores // jobs); results are "
-                     "bit-identical between runs made with the same thread count")
+                     "bit-identical between runs made with the same thread count on the same CPU type")
 
 
 def build_parser() -> argparse.ArgumentParser:
