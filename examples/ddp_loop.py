@@ -69,9 +69,7 @@ def main() -> None:
     if rank == 0:
         same = all(torch.equal(g, gathered[0]) for g in gathered)
         print(f"{world} ranks, banks identical on every rank: {same}")
-    # Every rank finishes before any tears its group down: a rank that destroys a gloo group while
-    # another still uses it can abort a rank ("terminate called without an active exception"; seen
-    # in 2 runs of 3 on a loaded 2-core machine).
+    # Every rank finishes its collectives before any tears the group down.
     dist.barrier()
     dist.destroy_process_group()
 

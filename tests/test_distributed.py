@@ -153,9 +153,20 @@ def test_the_ddp_example_runs_under_torchrun_with_identical_banks():
     import sys
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           "--master_port", str(free_port()), str(root / "examples" / "ddp_loop.py"),
-                           "--epochs", "4", "--bank-format", "topk"],
-                          capture_output=True, text=True, env=env, timeout=300)
+
+    def run_example() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                               "--master_port", str(free_port()), str(root / "examples" / "ddp_loop.py"),
+                               "--epochs", "4", "--bank-format", "topk"],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    done = run_example()
+    # Known, not yet explained: now and then (2 clean-clone `make test` runs of 2 on one machine, 1
+    # direct run of ~20) a rank aborts in gloo's teardown *after* the script's last line, with
+    # "terminate called without an active exception". Only that abort, after a finished run, is
+    # retried, once; any other failure fails here.
+    if (done.returncode != 0 and "banks identical on every rank: True" in done.stdout
+            and "terminate called without an active exception" in done.stderr):
+        done = run_example()
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 ranks, banks identical on every rank: True" in done.stdout
