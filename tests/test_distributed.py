@@ -19,7 +19,7 @@ from torch.utils.data import DistributedSampler
 
 from lstsd.distributed import RowExchange
 from lstsd.methods import create_method
-from processes import free_port, run_retrying_teardown_abort
+from processes import free_port, torchrun
 
 N, C, BATCH, EPOCHS, WORLD = 11, 5, 4, 4, 2   # 11 samples on 2 ranks: the sampler repeats one
 SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -149,12 +149,9 @@ def test_one_process_passes_rows_through_without_a_collective():
 
 @pytest.mark.slow
 def test_the_ddp_example_runs_under_torchrun_with_identical_banks():
-    import sys
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = run_retrying_teardown_abort(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()),
-         str(root / "examples" / "ddp_loop.py"), "--epochs", "4", "--bank-format", "topk"],
-        env=env, timeout=300, finished=lambda run: "banks identical on every rank: True" in run.stdout)
+    done = torchrun([str(root / "examples" / "ddp_loop.py"), "--epochs", "4", "--bank-format", "topk"],
+                    env=env, timeout=300, finished=lambda run: "banks identical on every rank: True" in run.stdout)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 ranks, banks identical on every rank: True" in done.stdout

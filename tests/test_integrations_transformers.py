@@ -31,7 +31,7 @@ import lstsd  # noqa: E402
 from lstsd.integrations.transformers import METHOD_STATE_NAME, LSTSDTrainer, add_index_column  # noqa: E402
 from lstsd.methods.lstsd import lstsd_loss  # noqa: E402
 from method_settings import framework_settings  # noqa: E402
-from processes import free_port, run_retrying_teardown_abort  # noqa: E402
+from processes import torchrun  # noqa: E402
 
 N, C, VOCAB, LENGTH = 32, 3, 40, 8
 SETTINGS = framework_settings("lstsd_wo_long")
@@ -339,10 +339,8 @@ def _ddp_worker(out: str) -> None:
 @pytest.mark.slow
 def test_torchrun_keeps_the_banks_identical_on_both_ranks(tmp_path: Path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    done = run_retrying_teardown_abort(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()),
-         str(Path(__file__).resolve()), "--ddp", str(tmp_path)],
-        env=env, timeout=300,
+    done = torchrun(
+        [str(Path(__file__).resolve()), "--ddp", str(tmp_path)], env=env, timeout=300,
         finished=lambda run: all((tmp_path / f"rank{r}-epoch{DDP_EPOCHS - 1}.pt").exists() for r in range(2)))
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     for epoch in range(DDP_EPOCHS):

@@ -8,8 +8,9 @@ cores is refused: it would oversubscribe the machine.
 
 A CPU run is deterministic for a given number of threads on one machine, but not across thread
 counts (the kernels split their sums differently) nor across CPU types (PyTorch picks its kernels
-by instruction set: a 164-epoch run differed by 0.3 points between an AVX2 and an AVX-512 CPU): runs made with ``--jobs 2`` on 2 cores (1 thread each)
-equal sequential runs made with ``--threads 1``, not those made with 2 threads. The thread count
+by instruction set: a 164-epoch run differed by 0.3 points between an AVX2 and an AVX-512 CPU).
+Runs made with ``--jobs 2`` on 2 cores (1 thread each) equal sequential runs made with
+``--threads 1``, not those made with 2 threads. The thread count
 is recorded in each run's ``results.json`` (``cost.threads``).
 
 Example:
