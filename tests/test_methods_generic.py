@@ -1,5 +1,6 @@
-"""Generic tests over every registered method (Composer-style): exact resume, forward-pass counts,
-refusal of checkpoints from other settings, refusal of bad settings, state that follows the device.
+"""Generic tests over every registered method (Composer-style): what each method declares it needs
+matches what it does, exact resume, forward-pass counts, refusal of checkpoints from other settings,
+refusal of bad settings, state that follows the device, loss parts that add up to the loss.
 """
 
 from __future__ import annotations
@@ -10,9 +11,99 @@ from typing import Any
 import pytest
 import torch
 
-from lstsd.methods import available_methods, create_method
+from lstsd.methods import Method, available_methods, create_method
 from method_settings import BAD_SETTINGS, EPOCHS, OTHER_SETTINGS, RESUME_AT, settings_of
 from toy import C, N, STEPS, assert_same, make_data, make_model, setup_run, train, weights
+
+def built(name: str, **extra: Any) -> Method:
+    return create_method(name, num_samples=N, num_classes=C, **settings_of(name), **extra)
+
+
+# Methods by what they declare (class attributes, read from an instance: some factories are functions).
+PER_SAMPLE_STATE = [n for n in available_methods() if built(n).keeps_per_sample_state]
+
+
+def trained(name: str, **extra: Any) -> tuple[torch.nn.Module, Method]:
+    model, opt, sched, method = setup_run(name, epochs=EPOCHS, **settings_of(name), **extra)
+    train(model, opt, sched, method, range(EPOCHS), make_data())
+    return model, method
+
+
+# ----------------------------------------------------------------------------- declarations
+@pytest.mark.parametrize("name", available_methods())
+def test_needs_indices_is_declared_as_the_method_behaves(name: str):
+    # A method that keeps per-sample state but forgets to declare needs_indices would get None here
+    # and fail inside its bank instead of with Method.loss's one-line error; one that declares it
+    # without needing it would refuse a batch it could train on.
+    model, _, _, method = setup_run(name, epochs=EPOCHS, **settings_of(name))
+    method.start_epoch(0)
+    x, y = make_data()
+    if method.needs_indices:
+        with pytest.raises(ValueError, match="needs each sample's index"):
+            method.loss(model(x[:4]), y[:4], None, model=model, inputs=x[:4])
+    else:
+        assert torch.isfinite(method.loss(model(x[:4]), y[:4], None, model=model, inputs=x[:4]))
+    assert method.needs_indices or not method.keeps_per_sample_state
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_keeps_per_sample_state_is_declared_as_the_method_behaves(name: str):
+    _, method = trained(name)
+    per_sample = [k for k, v in method.state_dict().items()
+                  if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == N]
+    assert bool(per_sample) == method.keeps_per_sample_state, (name, per_sample)
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_schedules_lr_is_declared_as_the_method_behaves(name: str):
+    _, _, sched, method = setup_run(name, epochs=EPOCHS, **settings_of(name))
+    assert (sched is not None) == method.schedules_lr
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_copies_network_is_declared_as_the_method_behaves(name: str):
+    model, method = trained(name)
+    shapes = sorted(tuple(p.shape) for p in model.parameters())
+    copies = [m for m in method.modules() if m is not method and sorted(tuple(p.shape) for p in m.parameters()) == shapes]
+    assert bool(copies) == method.copies_network, name
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_needs_model_inputs_is_declared_as_the_method_behaves(name: str):
+    # Refused without inputs in every epoch (not only once a teacher exists), so a missing
+    # inputs= fails at the first step; a method that does not declare it trains without them.
+    model, _, _, method = setup_run(name, epochs=EPOCHS, **settings_of(name))
+    method.start_epoch(0)
+    x, y = make_data()
+    if method.needs_model_inputs:
+        with pytest.raises(ValueError, match="inputs"):
+            method.loss(model(x[:4]), y[:4], torch.arange(4))
+    else:
+        method.loss(model(x[:4]), y[:4], torch.arange(4))
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_the_loss_is_the_weighted_sum_of_its_parts(name: str):
+    # What report plots rely on: total == Σ weight·part, every step (PS-KD from its second epoch,
+    # when every sample has a recorded prediction), with the weights the method's schedules give.
+    model, opt, sched, method = setup_run(name, epochs=EPOCHS, **settings_of(name))
+    checked: list[dict[str, float]] = []
+
+    def on_step(epoch: int, *_: Any) -> None:
+        parts, weights = method.loss_components(), method.loss_weights()
+        assert set(parts) == set(weights) | {"total"}, (name, sorted(parts), sorted(weights))
+        if name == "ps_kd" and epoch == 0:
+            return
+        total = sum(w * parts[k].item() for k, w in weights.items())
+        assert total == pytest.approx(parts["total"].item(), rel=1e-5, abs=1e-6), (name, epoch, weights)
+        checked.append(weights)
+
+    train(model, opt, sched, method, range(EPOCHS), make_data(), on_step=on_step)
+    assert checked
+    distilled = [w for w in checked if any(v > 0 for k, v in w.items() if k != "ce")]
+    if getattr(method, "distillation", None) is not None:   # its teachers teach by the last epoch
+        assert distilled, name
+
 
 # Small settings so that the boundary logic runs within 5 epochs (mini-generations of 2 epochs).
 @pytest.mark.parametrize("name", available_methods())
@@ -98,9 +189,6 @@ def test_invalid_hyper_parameters_are_refused(name: str, bad: dict[str, Any]):
         create_method(name, num_samples=N, num_classes=C, **bad)
 
 
-PER_SAMPLE_STATE = ["lstsd", "lstsd_wo_long", "lstsd_wo_short", "temporal_ensembling", "ps_kd"]
-
-
 @pytest.mark.parametrize("name", PER_SAMPLE_STATE)
 def test_per_sample_state_follows_the_logits_device(name: str):
     # The "meta" device stands in for an accelerator: a method built on the CPU must move its banks
@@ -164,13 +252,20 @@ def test_a_state_dict_that_is_not_a_method_s_is_refused():
 @pytest.mark.parametrize("name", available_methods())
 def test_distillation_settings_are_reported_the_same_way(name: str):
     method = create_method(name, num_samples=N, num_classes=C)
-    distillation = getattr(method, "distillation", None)
     hparams = method.hparams()
+    keys = ("temperature", "kl_direction", "t2_scale")
+    distillation = getattr(method, "distillation", None)
     if distillation is not None:
-        assert {k: hparams[k] for k in ("temperature", "kl_direction", "t2_scale")} == distillation.hparams()
+        assert {k: hparams[k] for k in keys} == distillation.hparams()
+    else:   # a method without distillation reports no distillation setting and never weighs a KL term
+        assert not set(keys) & set(hparams), name
+        _, trained_method = trained(name)
+        assert not {"long", "short"} & set(trained_method.loss_weights()), name
     generations = getattr(method, "generations", None)
     if generations is not None:
         assert generations.length in (hparams.get("generation_epochs"), hparams.get("cycle_epochs"))
+    else:
+        assert not {"generation_epochs", "cycle_epochs"} & set(hparams), name
 
 
 @pytest.mark.parametrize("validate", [True, False])

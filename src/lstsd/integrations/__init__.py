@@ -8,5 +8,6 @@
 
 Nothing here is imported by ``import lstsd``: import the submodule you use. Each raises an
 ``ImportError`` naming the extra to install when its framework is missing. The pitfalls both
-integrations guard against are listed in DESIGN.md, "Framework integrations".
+integrations guard against are listed in each submodule's docstring; what they share (set-up,
+guards, checkpoints written while an epoch is open) is :class:`lstsd.integrations._common.MethodDriver`.
 """

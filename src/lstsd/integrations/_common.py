@@ -1,11 +1,13 @@
-"""What the framework integrations share: building the method, checking what it needs from a
-batch, and the epoch bookkeeping that survives a checkpoint written while an epoch is open.
+"""What the framework integrations share: building the method, and :class:`MethodDriver`, which
+sets it up, guards its loss (it reads what the method declares it needs), refuses what cannot work,
+builds its LR schedule and keeps the epoch bookkeeping that survives a checkpoint written while an
+epoch is open.
 
 Frameworks write checkpoints at points where the method's epoch may still be open: Lightning's
 ``ModelCheckpoint`` saves in ``on_validation_end``, which runs after the epoch's last training
 batch but before ``on_train_epoch_end``; the Hugging Face Trainer saves every ``save_steps``
 optimizer steps, mid-epoch or on the epoch's last step, before ``on_epoch_end``.
-:class:`EpochDriver` saves the open epoch with the method's state and, on resume, either reopens
+:class:`MethodDriver` saves the open epoch with the method's state and, on resume, either reopens
 that epoch (the framework resumes inside it) or first closes it with the restored weights (the
 framework resumes at the next epoch), which is what the uninterrupted run did at that point:
 the weights do not change between the last optimizer step of an epoch and its end.
@@ -14,8 +16,8 @@ the weights do not change between the last optimizer step of an epoch and its en
 from __future__ import annotations
 
 import importlib
-import inspect
 import math
+import warnings
 from types import ModuleType
 from typing import Any
 
@@ -62,39 +64,91 @@ def build_method(method: str | Method, *, num_samples: int | None, num_classes: 
     return create_method(method, num_samples=num_samples, num_classes=num_classes, **settings)
 
 
-def needs_indices(method: Method) -> bool:
-    """Whether ``method.loss`` requires the batch's sample indices (it keeps per-sample state)."""
-    try:
-        param = inspect.signature(type(method).loss).parameters["indices"]
-    except (KeyError, TypeError, ValueError):
-        return True
-    return param.default is inspect.Parameter.empty
-
-
-def method_schedules_lr(method: Method) -> bool:
-    """Whether the method brings its own LR schedule (the snapshot methods' cyclic cosine)."""
-    if type(method).configure_lr_scheduler is Method.configure_lr_scheduler:
-        return False
-    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    return method.configure_lr_scheduler(probe, epochs=1, steps_per_epoch=1) is not None
-
-
 def steps_per_epoch(batches: int, accumulation: int) -> int:
     """Optimizer steps in an epoch of ``batches`` batches (a partial accumulation steps at the end)."""
     return max(1, math.ceil(batches / max(1, accumulation)))
 
 
-class EpochDriver:
-    """Calls ``start_epoch``/``end_epoch`` from a framework's epoch numbers and carries an open epoch
-    through a checkpoint (module docstring). One per method and integration object.
+class MethodDriver:
+    """What both integrations do around a method, written once: the one-time set-up, the guards
+    before a training loss, the refusal of sharded strategies, the training-set size check, the
+    method's own LR schedule, the epoch hooks, and the open epoch carried through a checkpoint
+    (module docstring). One per method and integration object.
+
+    Args:
+        method: the method driven.
+        where: who drives it (``"LSTSDCallback"``, ``"LSTSDTrainer"``), for error messages.
+        fix: how to resume properly in this framework.
+        index_fix: how to give the batch's sample indices in this framework.
+        inputs_fix: how to give the batch's inputs in this framework.
     """
 
-    def __init__(self, method: Method, *, where: str, fix: str) -> None:
+    def __init__(self, method: Method, *, where: str, fix: str, index_fix: str, inputs_fix: str) -> None:
         self.method = method
-        self.where = where            # who drives it, for error messages
-        self.fix = fix                # how to resume properly in this framework
+        self.where = where
+        self.fix = fix
+        self.index_fix = index_fix
+        self.inputs_fix = inputs_fix
         self.pending: dict[str, Any] | None = None   # a loaded state, applied after the method's setup()
         self.reopen: int | None = None               # the epoch that was open when the checkpoint was written
+        self._set_up = False
+
+    # ------------------------------------------------------------ before training
+    def refuse_sharded(self, strategy: str | None) -> None:
+        """Refuse a sharded strategy (FSDP, DeepSpeed; named by ``strategy``, ``None`` for none) when
+        the method copies the network or runs it on the batch: a rank does not hold it whole."""
+        if strategy is not None and (self.method.copies_network or self.method.needs_model_inputs):
+            raise ValueError(f"{self.where}: method {self.method.name!r} copies or runs the network outside the "
+                             f"training forward, which {strategy} shards across ranks; use DDP, or a method "
+                             "without a teacher network (e.g. 'lstsd')")
+
+    def check_dataset_size(self, size: int | None) -> None:
+        """Refuse a training set whose size is not the ``num_samples`` the method was built for."""
+        if size is not None and size != self.method.num_samples:
+            raise ValueError(f"{self.where}: the method was built for num_samples={self.method.num_samples} but the "
+                             f"training set has {size} samples; pass num_samples=len(train_set)")
+
+    def lr_schedule(self, optimizer: torch.optim.Optimizer, *, epochs: int, batches: int | None, accumulation: int,
+                    replaces: str | None = None) -> Any:
+        """The method's own LR schedule (stepped every optimizer step), or ``None`` for a method that
+        has none; ``replaces`` names a schedule the user gave, which is then warned about."""
+        method = self.method
+        if not method.schedules_lr:
+            return None
+        if replaces:
+            warnings.warn(f"method {method.name!r} sets its own LR schedule (cyclic cosine per mini-generation): "
+                          f"{replaces} is not used", stacklevel=3)
+        if batches is None:
+            raise ValueError(f"{self.where}: method {method.name!r} schedules the LR per epoch and needs the number "
+                             "of batches per epoch: give a training set with a length (not an IterableDataset)")
+        return method.configure_lr_scheduler(optimizer, epochs=epochs,
+                                             steps_per_epoch=steps_per_epoch(batches, accumulation))
+
+    def set_up(self, network: nn.Module, *, epochs: int | None, batches: int | None, accumulation: int,
+               device: torch.device | str) -> None:
+        """At the start of training: ``method.setup`` once, then the state stashed from a checkpoint,
+        then the method beside the model."""
+        if not self._set_up:
+            steps = steps_per_epoch(batches, accumulation) if batches else None
+            self.method.setup(network, epochs=epochs, steps_per_epoch=steps)
+            self._set_up = True
+        self.apply_pending()
+        self.method.to(device)
+
+    # ------------------------------------------------------------ the loss
+    def check_loss_call(self, indices: torch.Tensor | None, inputs: Any) -> None:
+        """Before a training loss: an epoch is open, and the batch carries what the method declares
+        it needs (indices, inputs), each refused with this framework's fix."""
+        method = self.method
+        if method.epoch is None:
+            raise RuntimeError(f"{self.where}: no epoch is open; compute the method's loss in a training step while "
+                               f"the framework trains with {self.where}")
+        if indices is None and method.needs_indices:
+            raise ValueError(f"{self.where}: method {method.name!r} keeps per-sample soft targets and needs each "
+                             f"sample's index: {self.index_fix}")
+        if inputs is None and method.needs_model_inputs:
+            raise ValueError(f"{self.where}: method {method.name!r} runs a teacher network on the batch: "
+                             f"{self.inputs_fix}")
 
     # ------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
@@ -120,7 +174,10 @@ class EpochDriver:
 
     # ------------------------------------------------------------ epochs
     def begin(self, epoch: int, network: nn.Module) -> None:
-        """Start the framework's ``epoch`` (0-based), first closing an epoch left open by a checkpoint."""
+        """Start the framework's ``epoch`` (0-based), first closing an epoch left open by a checkpoint.
+
+        The order of epochs is checked by :meth:`lstsd.Method.start_epoch`, with this framework's fix.
+        """
         method = self.method
         if self.reopen is not None:
             left_open, self.reopen = self.reopen, None
@@ -130,17 +187,10 @@ class EpochDriver:
             elif epoch != left_open:
                 raise RuntimeError(f"{self.where}: the checkpoint was written during epoch {left_open}, but the "
                                    f"framework resumes at epoch {epoch}; resume from the checkpoint's own run")
-        if method.epoch is not None:
-            raise RuntimeError(f"{self.where}: epoch {method.epoch} is still open at the start of epoch {epoch} "
-                               "(a previous fit was interrupted?); build a new method object or resume from a "
-                               "checkpoint")
-        if method.next_epoch != epoch:
-            if method.next_epoch == 0:
-                raise RuntimeError(f"{self.where}: training starts at epoch {epoch} but the method has no history "
-                                   f"(its soft targets were not restored); {self.fix}")
-            raise RuntimeError(f"{self.where}: the method has trained {method.next_epoch} epochs but the framework "
-                               f"starts epoch {epoch}; {self.fix}")
-        method.start_epoch(epoch)
+        try:
+            method.start_epoch(epoch, resume_fix=self.fix)
+        except (RuntimeError, ValueError) as err:
+            raise RuntimeError(f"{self.where}: {err}") from None
 
     def end(self, network: nn.Module) -> dict[str, float]:
         """Close the epoch in progress (a no-op if none is open); return its teacher diagnostics

@@ -2,7 +2,7 @@
 
 Install with ``pip install 'lstsd[lightning]'`` (the ``lightning`` package; a standalone
 ``pytorch_lightning`` install works too). Three pieces, because a Lightning ``Callback`` cannot
-change the loss (DESIGN.md, "Framework integrations"):
+change the loss:
 
 * :class:`LSTSDCallback` holds the method, calls its epoch and step hooks, and puts its full
   state (banks, teachers, settings, the open epoch) into Lightning's own checkpoints through the
@@ -75,15 +75,13 @@ Example (runs in a few seconds; ``enable_*=False`` only keeps the doctest's outp
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..methods import Method
-from ._common import (EpochDriver, build_method, import_framework, method_schedules_lr,
-                      needs_indices, steps_per_epoch)
+from ._common import MethodDriver, build_method, import_framework
 
 pl = import_framework("lightning.pytorch", "pytorch_lightning", extra="lightning")
 
@@ -126,11 +124,13 @@ class LSTSDCallback(pl.Callback):
         self.network = network
         self.log_components = log_components
         self.log_teachers = log_teachers
-        self.needs_indices = needs_indices(self.method)
-        self._driver = EpochDriver(self.method, where="LSTSDCallback",
-                                   fix="resume with trainer.fit(..., ckpt_path=...) from a checkpoint of a run that "
-                                       "had this LSTSDCallback, or start a new run with a new LSTSDCallback")
-        self._set_up = False
+        self._driver = MethodDriver(
+            self.method, where="LSTSDCallback",
+            fix="resume with trainer.fit(..., ckpt_path=...) from a checkpoint of a run that had this LSTSDCallback, "
+                "or start a new run with a new LSTSDCallback",
+            index_fix="wrap the training set in lstsd.IndexedDataset so batches are (x, y, idx), and call "
+                      "training_loss(self, logits, y, idx)",
+            inputs_fix="pass the network's inputs, training_loss(self, logits, y, idx, inputs=x)")
         self._schedulers: list[Any] = []      # schedules made by configure_optimizers() for this method
         self._global_step: int | None = None
 
@@ -161,21 +161,11 @@ class LSTSDCallback(pl.Callback):
              *, inputs: Any = None) -> torch.Tensor:
         """The method's loss for a training batch (see :func:`training_loss`)."""
         trainer = pl_module.trainer
-        name = self.method.name
         if not trainer.training or trainer.sanity_checking or not pl_module.training:
             raise RuntimeError("training_loss() was called outside a training step (validation, test, predict or "
                                "the sanity check): bank rows are written by training steps only; use "
                                "lstsd.losses.cross_entropy(logits, y) in validation_step/test_step")
-        if self.method.epoch is None:
-            raise RuntimeError("training_loss(): no epoch is open; call it from training_step during trainer.fit() "
-                               "with this LSTSDCallback in Trainer(callbacks=...)")
-        if indices is None and self.needs_indices:
-            raise ValueError(f"method {name!r} keeps per-sample soft targets and needs each sample's index: wrap the "
-                             "training set in lstsd.IndexedDataset so batches are (x, y, idx), and call "
-                             "training_loss(self, logits, y, idx)")
-        if inputs is None and self.method.needs_model_inputs:
-            raise ValueError(f"method {name!r} runs a teacher network on the batch: pass the network's inputs, "
-                             "training_loss(self, logits, y, idx, inputs=x)")
+        self._driver.check_loss_call(indices, inputs)
         loss = self.method.loss(logits, targets, indices, model=self.network_of(pl_module), inputs=inputs)
         if self.log_components:
             pl_module.log_dict({f"lstsd/{k}": v for k, v in self.method.loss_components().items()},
@@ -187,21 +177,15 @@ class LSTSDCallback(pl.Callback):
                              lr_scheduler: Any = None) -> Any:
         """See :func:`configure_optimizers`."""
         trainer = pl_module.trainer
-        if not method_schedules_lr(self.method):
+        if not self.method.schedules_lr:
             return optimizer if lr_scheduler is None else {"optimizer": optimizer, "lr_scheduler": lr_scheduler}
-        if lr_scheduler is not None:
-            warnings.warn(f"method {self.method.name!r} sets its own LR schedule (cyclic cosine per mini-generation): "
-                          "the lr_scheduler passed to configure_optimizers() is not used", stacklevel=3)
         epochs = trainer.max_epochs
         if epochs is None or epochs < 1:
             raise ValueError(f"method {self.method.name!r} schedules the LR per epoch: set Trainer(max_epochs=...)")
         trainer.estimated_stepping_batches          # loads the training data, so its length is known
-        batches = trainer.num_training_batches
-        if batches == float("inf"):
-            raise ValueError(f"method {self.method.name!r} needs the number of batches per epoch for its LR "
-                             "schedule: give the Trainer a training DataLoader with a length")
-        scheduler = self.method.configure_lr_scheduler(
-            optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch(int(batches), trainer.accumulate_grad_batches))
+        scheduler = self._driver.lr_schedule(
+            optimizer, epochs=epochs, batches=self._batches(trainer), accumulation=trainer.accumulate_grad_batches,
+            replaces=None if lr_scheduler is None else "the lr_scheduler passed to configure_optimizers()")
         self._schedulers.append(scheduler)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
@@ -210,27 +194,20 @@ class LSTSDCallback(pl.Callback):
         if stage != "fit":
             return
         strategy = type(trainer.strategy).__name__
-        if self.method.needs_model_inputs and any(s.lower() in strategy.lower() for s in _SHARDED):
-            raise RuntimeError(f"method {self.method.name!r} copies the network into a teacher, which a sharded "
-                               f"strategy ({strategy}) does not hold whole on one rank; use strategy='ddp' or a "
-                               "method without a teacher network (e.g. 'lstsd')")
+        self._driver.refuse_sharded(strategy if any(s.lower() in strategy.lower() for s in _SHARDED) else None)
+
+    @staticmethod
+    def _batches(trainer: Any) -> int | None:
+        batches = trainer.num_training_batches
+        return None if batches == float("inf") else int(batches)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        network = self.network_of(pl_module)
         dataset = getattr(trainer.train_dataloader, "dataset", None)
-        if dataset is not None and hasattr(dataset, "__len__") and len(dataset) != self.method.num_samples:
-            raise ValueError(f"LSTSDCallback: the method was built for num_samples={self.method.num_samples} but the "
-                             f"training set has {len(dataset)} samples; pass num_samples=len(train_set)")
-        if not self._set_up:
-            epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
-            batches = trainer.num_training_batches
-            steps = (steps_per_epoch(int(batches), trainer.accumulate_grad_batches)
-                     if batches != float("inf") else None)
-            self.method.setup(network, epochs=epochs, steps_per_epoch=steps)
-            self._set_up = True
-        self._driver.apply_pending()
-        self.method.to(pl_module.device)
-        if method_schedules_lr(self.method):
+        self._driver.check_dataset_size(len(dataset) if hasattr(dataset, "__len__") else None)
+        epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
+        self._driver.set_up(self.network_of(pl_module), epochs=epochs, batches=self._batches(trainer),
+                            accumulation=trainer.accumulate_grad_batches, device=pl_module.device)
+        if self.method.schedules_lr:
             in_use = [cfg.scheduler for cfg in trainer.lr_scheduler_configs]
             if not any(s is mine for s in in_use for mine in self._schedulers):
                 raise RuntimeError(f"method {self.method.name!r} needs its own LR schedule (cyclic cosine per "

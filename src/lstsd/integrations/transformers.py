@@ -10,7 +10,7 @@ models (anything whose output has ``logits`` of shape ``B × C``)::
                            method="lstsd", method_settings={"generation_epochs": 2, "temperature": 1.0})
     trainer.train()                                    # or train(resume_from_checkpoint=True)
 
-What it takes care of (DESIGN.md, "Framework integrations"):
+What it takes care of:
 
 * **The index column** (``index_column="idx"``) is kept by the Trainer's column removal
   (``remove_unused_columns`` stays on: the column is added to the columns the Trainer keeps) and
@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,8 +71,7 @@ from torch.utils.data import Dataset
 
 from ..losses import cross_entropy
 from ..methods import Method
-from ._common import (EpochDriver, build_method, import_framework, method_schedules_lr,
-                      needs_indices, steps_per_epoch)
+from ._common import MethodDriver, build_method, import_framework, steps_per_epoch
 
 _hf = import_framework("transformers", extra="transformers")
 import_framework("accelerate", extra="transformers")   # the Trainer's own requirement, named with our extra
@@ -209,22 +207,23 @@ class LSTSDTrainer(_hf.Trainer):
             num_classes = getattr(getattr(self.model, "config", None), "num_labels", None)
         self.method = build_method(method, num_samples=num_samples, num_classes=num_classes,
                                    settings=method_settings, where="LSTSDTrainer")
-        self.needs_indices = needs_indices(self.method)
-        if self.method.needs_model_inputs and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
-            raise ValueError(f"method {self.method.name!r} copies the model into a teacher, which FSDP/DeepSpeed "
-                             "shard across ranks; use DDP, or a method without a teacher network (e.g. 'lstsd')")
+        self._driver = MethodDriver(
+            self.method, where="LSTSDTrainer",
+            fix="pass train(resume_from_checkpoint=...) with a checkpoint of an LSTSDTrainer run to continue it, or "
+                "build a new LSTSDTrainer for a new run",
+            index_fix=f"the batch has no {index_column!r}; add it with lstsd.integrations.transformers."
+                      f"add_index_column(train_dataset, {index_column!r})",
+            inputs_fix="the batch's features are passed as inputs")
+        self._driver.refuse_sharded("DeepSpeed" if self.is_deepspeed_enabled else
+                                    "FSDP" if self.is_fsdp_enabled else None)
         self._check_index_column(self.train_dataset)
-        self._driver = EpochDriver(self.method, where="LSTSDTrainer",
-                                   fix="pass train(resume_from_checkpoint=...) with a checkpoint of an LSTSDTrainer "
-                                       "run to continue it, or build a new LSTSDTrainer for a new run")
-        self._set_up = False
         self._train_batches: int | None = None
         self._network: LogitsOf | None = None
         self.callback_handler.callbacks.insert(0, _MethodHooks(self))
 
     # ------------------------------------------------------------------ data
     def _check_index_column(self, dataset: Any) -> None:
-        if dataset is None or not self.needs_indices:
+        if dataset is None or not self.method.needs_indices:
             return
         col, n = self.index_column, self.method.num_samples
         fix = f"add it with lstsd.integrations.transformers.add_index_column(train_dataset, {col!r})"
@@ -241,9 +240,7 @@ class LSTSDTrainer(_hf.Trainer):
             if isinstance(first, Mapping) and col not in first:
                 raise ValueError(f"LSTSDTrainer: the training set's rows have no {col!r} key (each row's index, which "
                                  f"method {self.method.name!r} needs for its per-sample soft targets); {fix}")
-        if hasattr(dataset, "__len__") and len(dataset) != n:
-            raise ValueError(f"LSTSDTrainer: the method was built for num_samples={n} but the training set has "
-                             f"{len(dataset)} rows; pass num_samples=len(train_dataset)")
+        self._driver.check_dataset_size(len(dataset) if hasattr(dataset, "__len__") else None)
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
@@ -272,26 +269,20 @@ class LSTSDTrainer(_hf.Trainer):
         return (int(epochs) if epochs else None), steps
 
     def _begin_training(self, state: Any) -> None:
-        if not self._set_up:
-            epochs, steps = self._run_length(state)
-            self.method.setup(self.network, epochs=epochs, steps_per_epoch=steps)
-            self._set_up = True
-        self._driver.apply_pending()
-        self.method.to(self.args.device)
+        epochs, _ = self._run_length(state)
+        self._driver.set_up(self.network, epochs=epochs, batches=self._train_batches,
+                            accumulation=self.args.gradient_accumulation_steps, device=self.args.device)
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
-        if not method_schedules_lr(self.method):
+        if not self.method.schedules_lr:
             return super().create_scheduler(num_training_steps, optimizer)
-        if self.lr_scheduler is not None and not getattr(self, "_created_lr_scheduler", False):
-            warnings.warn(f"method {self.method.name!r} sets its own LR schedule (cyclic cosine per mini-generation): "
-                          "the scheduler passed in optimizers=(optimizer, scheduler) is not used", stacklevel=2)
-        if self._train_batches is None:
-            raise ValueError(f"method {self.method.name!r} schedules the LR per epoch and needs a training set with "
-                             "a length (not an IterableDataset)")
-        steps = steps_per_epoch(self._train_batches, self.args.gradient_accumulation_steps)
-        self.lr_scheduler = self.method.configure_lr_scheduler(
-            optimizer if optimizer is not None else self.optimizer,
-            epochs=math.ceil(num_training_steps / steps), steps_per_epoch=steps)
+        given = self.lr_scheduler is not None and not getattr(self, "_created_lr_scheduler", False)
+        batches, accumulation = self._train_batches, self.args.gradient_accumulation_steps
+        epochs = math.ceil(num_training_steps / steps_per_epoch(batches, accumulation)) if batches else 0
+        self.lr_scheduler = self._driver.lr_schedule(
+            optimizer if optimizer is not None else self.optimizer, epochs=epochs, batches=batches,
+            accumulation=accumulation, replaces="the scheduler passed in optimizers=(optimizer, scheduler)" if given
+            else None)
         self._created_lr_scheduler = True
         return self.lr_scheduler
 
@@ -315,12 +306,7 @@ class LSTSDTrainer(_hf.Trainer):
         outputs = model(**inputs)
         logits = _logits(outputs)
         if model.training:
-            if indices is None and self.needs_indices:
-                raise ValueError(f"LSTSDTrainer: the batch has no {self.index_column!r} (each row's index, which "
-                                 f"method {self.method.name!r} needs); add it with lstsd.integrations.transformers."
-                                 f"add_index_column(train_dataset, {self.index_column!r})")
-            if self.method.epoch is None:
-                raise RuntimeError("LSTSDTrainer.compute_loss: no epoch is open; train with trainer.train()")
+            self._driver.check_loss_call(indices, inputs)
             loss = self.method.loss(logits, labels, indices, model=self.network, inputs=inputs)
         else:
             loss = cross_entropy(logits, labels)

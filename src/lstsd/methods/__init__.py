@@ -13,13 +13,15 @@ steps_per_epoch=)``        Teacher copies the network into its EMA teacher
                            cosine per mini-generation for the snapshot methods); ``None``
                            keeps the trainer's schedule
 ``start_epoch(epoch)``     per-epoch state (LSTSD's mini-generation)
-``loss(logits, y, idx,     the mini-batch loss; ``model=``/``inputs=`` let a method run a
-model=, inputs=)``         teacher forward pass on the same batch
+``loss(logits, y, idx,     the mini-batch loss (a template around the method's
+model=, inputs=)``         ``compute_loss``); ``model=``/``inputs=`` let a method run a
+                           teacher forward pass on the same batch
 ``end_step(model)``        after each optimizer step (EMA updates)
 ``end_epoch(model)``       bank roll-over, snapshots
 ``eval_predictions``       the predictors reported at evaluation: ``{"model": probs, ...}``
                            (an ensemble of snapshots adds ``"ensemble"``)
 ``loss_components()``      detached parts of the last loss, for logging without a sync
+``loss_weights()``         the weight of each part in the last loss (λ's, ramp-ups, α_t)
 ``state_dict`` / ``load``  full state (banks, teachers, snapshots, counters): exact resume;
                            ``.to(device)`` moves it (it also follows the logits by itself)
 =========================  ==================================================================
@@ -27,7 +29,11 @@ model=, inputs=)``         teacher forward pass on the same batch
 Settings shared by several methods are validated once, in :mod:`lstsd.methods.settings`
 (:class:`~lstsd.methods.settings.Distillation`, :class:`~lstsd.methods.settings.MiniGenerations`).
 
-A new method is one file that subclasses :class:`Method` and registers itself:
+A new method is one file that subclasses :class:`Method`, implements
+:meth:`~Method.compute_loss` (the loss and its weighted parts; :meth:`Method.loss` checks the
+batch around it), declares what it needs (``needs_indices``, ``keeps_per_sample_state``,
+``extra_forward_passes``, ``needs_model_inputs``, ``copies_network``, ``schedules_lr``: see
+:class:`Method`) and registers itself:
 
 >>> import torch
 >>> from lstsd.losses import cross_entropy
@@ -37,18 +43,17 @@ A new method is one file that subclasses :class:`Method` and registers itself:
 ...     def __init__(self, num_samples, num_classes, weight: float = 1.0, **kw):
 ...         super().__init__(num_samples, num_classes, **kw)
 ...         self.weight = weight
-...     def loss(self, logits, targets, indices, *, model=None, inputs=None):
-...         self._require_epoch("loss()")
-...         self._check_batch(logits, targets, indices)
-...         loss = self.weight * cross_entropy(logits, targets)
-...         self._components = {"ce": loss.detach(), "total": loss.detach()}
-...         return loss
+...     def compute_loss(self, epoch, logits, targets, indices, *, model, inputs):
+...         ce = cross_entropy(logits, targets)            # the batch is checked by Method.loss
+...         return self.weight * ce, {"ce": (ce, self.weight)}
 ...     def hparams(self):
 ...         return {**super().hparams(), "weight": self.weight}
 >>> method = create_method("weighted_ce", num_samples=1000, num_classes=10, weight=0.5)
 >>> method.start_epoch(0)
 >>> round(method.loss(torch.zeros(2, 10), torch.tensor([1, 2]), torch.tensor([0, 1])).item(), 4)
 1.1513
+>>> method.loss_weights()
+{'ce': 0.5}
 >>> unregister_method("weighted_ce")
 
 Registered now: see :func:`available_methods`.
@@ -135,6 +140,22 @@ def create_method(name: str, *, num_samples: int, num_classes: int, **hparams: A
     return method
 
 
+def resolved_settings(name: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The full settings of method ``name`` given ``settings`` (its defaults filled in), as its
+    :meth:`~Method.hparams` report them, without ``num_samples`` and ``num_classes``.
+
+    Raises:
+        ValueError: unknown method name, or settings the method refuses.
+
+    Example:
+        >>> resolved_settings("label_smoothing")
+        {'smoothing': 0.1}
+    """
+    # Smallest sizes a method accepts: building one allocates next to nothing.
+    method = create_method(name, num_samples=1, num_classes=2, **dict(settings or {}))
+    return {k: v for k, v in method.hparams().items() if k not in ("num_samples", "num_classes")}
+
+
 def _ablation(weight_name: str) -> MethodFactory:
     """LSTSD with one teacher's weight fixed at 0 (Table 3, "w/o Long" / "w/o Short")."""
     @functools.wraps(LSTSD, updated=())
@@ -162,4 +183,4 @@ register_method("label_smoothing", LabelSmoothing)
 __all__ = ["LSTSD", "Distillation", "LSTSDSingle", "LabelSmoothing", "MeanTeacher", "Method", "MiniGenerations",
            "PSKD", "SnapshotDistillation", "SnapshotEnsembles", "TemporalEnsembling", "Vanilla", "available_methods",
            "check_fraction", "check_int", "check_weight", "create_method", "lstsd_loss", "register_method",
-           "unregister_method"]
+           "resolved_settings", "unregister_method"]

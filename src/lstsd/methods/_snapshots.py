@@ -82,13 +82,6 @@ def frozen_probs(teacher: nn.Module, inputs: Any, temperature: float = 1.0) -> t
     return torch.softmax(teacher(inputs).float() / temperature, dim=1)
 
 
-def require_inputs(method: Method, inputs: Any) -> None:
-    """Raise a clear error when a teacher-forward method is called without ``inputs=``."""
-    if inputs is None:
-        raise ValueError(f"{type(method).__name__} runs a teacher on the batch: call "
-                         "loss(logits, targets, indices, model=model, inputs=x) with the batch's inputs")
-
-
 def cyclic_cosine_scheduler(optimizer: torch.optim.Optimizer, *, cycle_epochs: int, steps_per_epoch: int,
                             eta_min: float = 0.0) -> torch.optim.lr_scheduler.CosineAnnealingWarmRestarts:
     """Cosine annealing restarted every ``cycle_epochs`` epochs, to be stepped once per iteration.
@@ -158,6 +151,9 @@ class CyclicSnapshotMethod(SnapshotTeachers, Method):
         cycle_epochs: epochs per cycle / mini-generation (40 in the LSTSD paper, following Yang et al.).
         eta_min: the learning rate at the end of each cosine cycle (0 in Huang et al.).
     """
+
+    copies_network = True
+    schedules_lr = True
 
     def __init__(self, num_samples: int, num_classes: int, cycle_epochs: int = 40, eta_min: float = 0.0, *,
                  validate: bool = True) -> None:

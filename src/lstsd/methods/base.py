@@ -13,6 +13,14 @@ from .._checks import check_batch, check_sizes
 from ..diagnostics import TeacherMonitor
 from ..distributed import RowExchange
 
+LossParts = dict[str, tuple[torch.Tensor, float]]
+"""The parts of a mini-batch loss by name (``"ce"``, ``"long"``, ...), each ``(value, weight)``.
+
+The loss is ``Σ weight·value`` over the parts; a value may keep its autograd graph (the template
+detaches it for :meth:`Method.loss_components`).
+"""
+
+
 class Method(nn.Module, abc.ABC):
     """Base class of a one-generation teacher–student method (vanilla, LSTSD, the paper's baselines).
 
@@ -31,7 +39,28 @@ class Method(nn.Module, abc.ABC):
             method.end_epoch(model)
             probs = method.eval_predictions(model, x_test)    # {"model": ..., maybe "teacher"/"ensemble"}
 
-    Subclasses implement :meth:`loss` and override the hooks they need.
+    :meth:`loss` is a template: it checks the call (an epoch is open, the indices and inputs the
+    method declares it needs are given, the batch is valid), brings the method's state to the
+    logits' device, calls the subclass's :meth:`compute_loss` and keeps the parts it returns for
+    :meth:`loss_components` and :meth:`loss_weights`. Subclasses implement :meth:`compute_loss`
+    (never ``loss``) and override the other hooks they need.
+
+    **What a method needs is declared**, as class attributes (an instance may override one when
+    its settings change it), so that callers never guess it from signatures; the integrations,
+    the harness and the generic tests read them, and the generic tests check each one against
+    what the method does:
+
+    =========================  ===================================================================
+    ``needs_indices``          ``loss`` must get the batch's sample indices (per-sample targets)
+    ``keeps_per_sample_state`` the method holds rows indexed by sample (banks, counts): they are
+                               written by training steps and exchanged under torch.distributed
+    ``extra_forward_passes``   network forward passes per training step beyond the student's own
+    ``needs_model_inputs``     ``loss`` must get ``model=`` and ``inputs=`` (it runs the network
+                               or a teacher on the batch)
+    ``copies_network``         its teachers are copies of the network (snapshots, an EMA): the
+                               network must be whole on each process (no FSDP/DeepSpeed sharding)
+    ``schedules_lr``           :meth:`configure_lr_scheduler` returns the method's own schedule
+    =========================  ===================================================================
 
     A method is an ``nn.Module`` (as timm's EMA models are): its banks, counters and teacher
     networks are registered buffers and submodules, so ``.to(device)``, ``state_dict()`` and
@@ -46,19 +75,25 @@ class Method(nn.Module, abc.ABC):
 
     Attributes:
         name: the registry name (set by :func:`lstsd.methods.create_method`).
-        extra_forward_passes: network forward passes per training step beyond the student's own
-            (0 for LSTSD; 1 for methods that run a teacher on the batch). A class attribute that an
-            instance may override when its settings change it (LSTSD's ``record_targets``).
-        needs_model_inputs: ``loss`` must be given ``model=`` and ``inputs=`` (teacher forwards);
-            an instance may override it as well.
         hparams_added: settings added after checkpoints had been written without them, each with
             the value those checkpoints were trained with; loading such a checkpoint reads it so.
     """
 
     name: str = "method"
+    needs_indices: bool = False
+    keeps_per_sample_state: bool = False
     extra_forward_passes: int = 0
     needs_model_inputs: bool = False
+    copies_network: bool = False
+    schedules_lr: bool = False
     hparams_added: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "loss" in vars(cls):
+            raise TypeError(f"{cls.__name__} overrides Method.loss, the template that checks the batch and keeps the "
+                            "loss's parts; implement compute_loss(epoch, logits, targets, indices, model=, inputs=) "
+                            "instead")
 
     def __init__(self, num_samples: int, num_classes: int, *, validate: bool = True) -> None:
         super().__init__()
@@ -74,6 +109,7 @@ class Method(nn.Module, abc.ABC):
         self.epoch: int | None = None   # the epoch in progress, None between epochs
         self.next_epoch = 0             # the epoch start_epoch expects next
         self._components: dict[str, torch.Tensor] = {}
+        self._weights: dict[str, float] = {}
 
     # ------------------------------------------------------------------ hooks
     def setup(self, model: nn.Module, *, epochs: int | None = None, steps_per_epoch: int | None = None) -> None:
@@ -88,28 +124,69 @@ class Method(nn.Module, abc.ABC):
         """The LR schedule this method requires, stepped once per iteration; ``None`` = the trainer's."""
         return None
 
-    def start_epoch(self, epoch: int) -> None:
-        """Begin ``epoch`` (0-based). Epochs must run in order; resume with :meth:`load_state_dict`."""
+    def start_epoch(self, epoch: int, *, resume_fix: str | None = None) -> None:
+        """Begin ``epoch`` (0-based). Epochs must run in order; resume with :meth:`load_state_dict`.
+
+        A method with no history started past epoch 0 warns (its soft targets are lost); a caller
+        that knows how to resume in its framework (the integrations) passes ``resume_fix``, which
+        makes that an error naming the fix.
+        """
         if not isinstance(epoch, int) or epoch < 0:
             raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
         if self.epoch is not None:
             raise RuntimeError(f"start_epoch({epoch}) called while epoch {self.epoch} is still open; "
-                               "call end_epoch() first")
+                               "call end_epoch() first, or build a new method object after an interrupted run")
         if epoch != self.next_epoch:
+            fix = resume_fix or ("to resume a run, load the method's state_dict from the same checkpoint as the "
+                                 "model")
             if self.next_epoch != 0:
-                raise ValueError(
-                    f"epochs must run in order: expected start_epoch({self.next_epoch}), got {epoch}. "
-                    "To resume a run, load the method's state_dict from the same checkpoint as the model")
-            warnings.warn(
-                f"{type(self).__name__} starts at epoch {epoch} with no history; if you are resuming a run, "
-                "load the method's state_dict saved with the model, or its soft targets are lost", stacklevel=2)
+                raise ValueError(f"epochs must run in order: the method has trained {self.next_epoch} epochs, "
+                                 f"expected start_epoch({self.next_epoch}), got {epoch}; {fix}")
+            if resume_fix is not None:
+                raise ValueError(f"training starts at epoch {epoch} but the method has no history (its soft targets "
+                                 f"were not restored); {fix}")
+            warnings.warn(f"{type(self).__name__} starts at epoch {epoch} with no history; if you are resuming a "
+                          "run, load the method's state_dict saved with the model, or its soft targets are lost",
+                          stacklevel=2)
         self.epoch = epoch
         self.teacher_monitor.reset()
 
-    @abc.abstractmethod
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, *,
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None, *,
              model: nn.Module | None = None, inputs: Any = None) -> torch.Tensor:
-        """The training loss of one mini-batch (a scalar); also records what the method needs."""
+        """The training loss of one mini-batch (a scalar); also records what the method needs.
+
+        Args:
+            logits: ``B × C`` outputs of the network on the batch (the autograd graph is kept).
+            targets: ``B`` ground-truth class indices.
+            indices: ``B`` sample indices in ``[0, num_samples)``, the same index every epoch for
+                the same sample (e.g. from :class:`lstsd.data.IndexedDataset`); required when the
+                method declares ``needs_indices``.
+            model, inputs: the network and its inputs on the batch; required when the method
+                declares ``needs_model_inputs`` (it runs a teacher or the network on the batch).
+        """
+        epoch = self._require_epoch("loss()")
+        if indices is None and self.needs_indices:
+            raise ValueError(f"method {self.name!r} keeps per-sample soft targets and needs each sample's index: "
+                             "call loss(logits, targets, indices) with indices from lstsd.IndexedDataset")
+        if self.needs_model_inputs and inputs is None:
+            raise ValueError(f"method {self.name!r} runs a network on the batch: pass the batch's inputs, "
+                             "loss(logits, targets, indices, model=model, inputs=x)")
+        indices = self._check_batch(logits, targets, indices)
+        loss, parts = self.compute_loss(epoch, logits, targets, indices, model=model, inputs=inputs)
+        self._components = {name: value.detach() for name, (value, _) in parts.items()}
+        self._components["total"] = loss.detach()
+        self._weights = {name: float(weight) for name, (_, weight) in parts.items()}
+        return loss
+
+    @abc.abstractmethod
+    def compute_loss(self, epoch: int, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None, *,
+                     model: nn.Module | None, inputs: Any) -> tuple[torch.Tensor, LossParts]:
+        """The method's loss of a batch already checked by :meth:`loss`, and its parts with their weights.
+
+        ``indices`` are int64 on the logits' device (``None`` only for methods that do not need
+        them), and the method's state is on that device. Returns ``(loss, {name: (value, weight)})``
+        with ``loss == Σ weight·value`` where every sample has its teachers' targets.
+        """
 
     def end_step(self, model: nn.Module) -> None:
         """Called after every optimizer step (Mean Teacher updates its EMA here)."""
@@ -143,6 +220,13 @@ class Method(nn.Module, abc.ABC):
         They stay on the device, so logging them costs no synchronisation until read.
         """
         return dict(self._components)
+
+    def loss_weights(self) -> dict[str, float]:
+        """The weight of each part of the last loss (the keys of :meth:`loss_components` but
+        ``total``), e.g. ``{"ce": 1.0, "long": 2.4, "short": 4.0}`` for LSTSD after its first
+        mini-generation and ``{"ce": 0.9, "smooth": 0.1}`` for label smoothing; they follow the
+        method's schedules (LSTSD's ramp-up, PS-KD's α_t)."""
+        return dict(self._weights)
 
     # ------------------------------------------------------------------ state
     def hparams(self) -> dict[str, Any]:

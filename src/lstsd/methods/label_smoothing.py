@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Method
+from .base import LossParts, Method
 from .settings import check_fraction
 
 
@@ -46,17 +46,14 @@ class LabelSmoothing(Method):
         super().__init__(num_samples, num_classes, validate=validate)
         self.smoothing = check_fraction("smoothing (ε)", smoothing)
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None, *,
-             model: nn.Module | None = None, inputs: Any = None) -> torch.Tensor:
-        self._require_epoch("loss()")
-        self._check_batch(logits, targets, indices)
+    def compute_loss(self, epoch: int, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None, *,
+                     model: nn.Module | None, inputs: Any) -> tuple[torch.Tensor, LossParts]:
         loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.smoothing)
         with torch.no_grad():
             log_p = F.log_softmax(logits.detach().float(), dim=1)
             ce = -log_p.gather(1, targets.long()[:, None]).mean()
             smooth = -log_p.mean()
-        self._components = {"ce": ce, "smooth": smooth, "total": loss.detach()}
-        return loss
+        return loss, {"ce": (ce, 1.0 - self.smoothing), "smooth": (smooth, self.smoothing)}
 
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), "smoothing": self.smoothing}

@@ -30,10 +30,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..bank import Bank, check_bank_settings, finite_rows, make_bank, resolve_bank_dtype
+from ..diagnostics import TeacherMonitor
+from ..bank import Bank, BankSettings, finite_rows
 from ..losses import KLDirection, cross_entropy, distillation_kl
-from ._snapshots import require_inputs
-from .base import Method
+from .base import LossParts, Method
 from .settings import Distillation, MiniGenerations, check_int, check_weight, gaussian_rampup
 
 
@@ -109,6 +109,7 @@ class LongShortSettings:
     lambda_long: float
     lambda_short: float
     distillation: Distillation
+    teacher_monitor: TeacherMonitor   # the Method's
 
     def _set_long_short(self, generation_epochs: int, lambda_long: float, lambda_short: float,
                         temperature: float, kl_direction: KLDirection, t2_scale: bool,
@@ -146,22 +147,22 @@ class LongShortSettings:
         long_age = epoch - (self.generations.index(epoch) * self.generations.length - 1)
         teachers = {name: (teacher, mask, age) for name, (teacher, mask), age, weight in (
             ("long", long_term, long_age, self.lambda_long), ("short", short_term, 1, self.lambda_short)) if weight > 0}
-        self.teacher_monitor.record_many(teachers, logits, targets,  # type: ignore[attr-defined]
-                                         temperature=self.distillation.temperature)
+        self.teacher_monitor.record_many(teachers, logits, targets, temperature=self.distillation.temperature)
 
     def _long_short_loss(self, epoch: int, logits: torch.Tensor, targets: torch.Tensor,
                          long_term: tuple[torch.Tensor | None, torch.Tensor | None],
-                         short_term: tuple[torch.Tensor | None, torch.Tensor | None]) -> torch.Tensor:
-        """Eq. (1) with these settings; ``(targets, mask)`` per teacher. Records the loss components."""
+                         short_term: tuple[torch.Tensor | None, torch.Tensor | None]) -> tuple[torch.Tensor, LossParts]:
+        """Eq. (1) with these settings; ``(targets, mask)`` per teacher. Returns the loss and its
+        weighted parts (the weights are λ times :meth:`weight_scale`: 0 in the first mini-generation)."""
         d = self.distillation
         scale = self.weight_scale(epoch)
+        lambda_long, lambda_short = self.lambda_long * scale, self.lambda_short * scale
         loss, parts = lstsd_loss(logits, targets, long_term_targets=long_term[0], long_term_mask=long_term[1],
                                  short_term_targets=short_term[0], short_term_mask=short_term[1],
-                                 lambda_long=self.lambda_long * scale, lambda_short=self.lambda_short * scale,
+                                 lambda_long=lambda_long, lambda_short=lambda_short,
                                  temperature=d.temperature, kl_direction=d.kl_direction, t2_scale=d.t2_scale)
-        parts["total"] = loss.detach()
-        self._components = parts  # type: ignore[attr-defined]
-        return loss
+        return loss, {"ce": (parts["ce"], 1.0), "long": (parts["long"], lambda_long),
+                      "short": (parts["short"], lambda_short)}
 
 
 class LSTSD(LongShortSettings, Method):
@@ -232,6 +233,8 @@ class LSTSD(LongShortSettings, Method):
     """
 
     name = "lstsd"
+    needs_indices = True
+    keeps_per_sample_state = True
 
     def __init__(self, num_samples: int, num_classes: int, generation_epochs: int = 6,
                  lambda_long: float = 2.4, lambda_short: float = 4.0, temperature: float = 2.0,
@@ -250,46 +253,37 @@ class LSTSD(LongShortSettings, Method):
             self.extra_forward_passes = 1
             self.needs_model_inputs = True
         self._pending: list[tuple[torch.Tensor, Any, int]] = []   # batches since the last optimizer step
-        self.bank_dtype = resolve_bank_dtype(bank_dtype)
-        check_bank_settings(bank_format, bank_topk, bank_device)
-        self.bank_format, self.bank_topk = bank_format, bank_topk
-
-        def bank() -> Bank:
-            return make_bank(num_samples, num_classes, bank_format=bank_format, bank_topk=bank_topk,
-                             dtype=self.bank_dtype, bank_device=bank_device, device=device, validate=False)
+        self.bank_settings = BankSettings(bank_format, bank_topk, bank_dtype, bank_device)
+        self.bank_dtype, self.bank_format, self.bank_topk = self.bank_settings.dtype, bank_format, bank_topk
         # z^L and z^S. A bank whose weight is 0 (the Table 3 ablations) is never read: not allocated.
-        self.long_term_bank = bank() if self.lambda_long > 0 else None
-        self.short_term_bank = bank() if self.lambda_short > 0 else None
+        def bank(weight: float) -> Bank | None:
+            return self.bank_settings.make(num_samples, num_classes, device=device) if weight > 0 else None
+        self.long_term_bank = bank(self.lambda_long)
+        self.short_term_bank = bank(self.lambda_short)
 
     # ------------------------------------------------------------ Algorithm 1
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, *,
-             model: nn.Module | None = None, inputs: Any = None) -> torch.Tensor:
+    def compute_loss(self, epoch: int, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None, *,
+                     model: nn.Module | None, inputs: Any) -> tuple[torch.Tensor, LossParts]:
         """The loss of one mini-batch (Algorithm 1, lines 5-11), then record its targets (lines 14-17).
 
-        Args:
-            logits: ``B × C`` outputs of the network on the batch (the autograd graph is kept).
-            targets: ``B`` ground-truth class indices.
-            indices: ``B`` sample indices in ``[0, num_samples)``, the same index every epoch for
-                the same sample (e.g. from :class:`lstsd.data.IndexedDataset`).
+        ``logits`` are the ``B × C`` outputs of the network on the batch, ``indices`` the ``B``
+        sample indices (the same index every epoch for the same sample).
         """
-        epoch = self._require_epoch("loss()")
-        indices = self._check_batch(logits, targets, indices)
-
+        assert indices is not None   # needs_indices: Method.loss refuses a batch without them
         if self.generations.index(epoch) > 0:                    # line 6: m > 1
             long_term = self._read(self.long_term_bank, indices)    # z^L_i, line 7
             short_term = self._read(self.short_term_bank, indices)  # z^S_i, line 8
-            loss = self._long_short_loss(epoch, logits, targets, long_term, short_term)  # line 9
+            loss, parts = self._long_short_loss(epoch, logits, targets, long_term, short_term)  # line 9
             self._monitor(epoch, logits, targets, long_term, short_term)
         else:                                                    # line 11: first mini-generation
-            loss = self._long_short_loss(epoch, logits, targets, (None, None), (None, None))
+            loss, parts = self._long_short_loss(epoch, logits, targets, (None, None), (None, None))
 
         # Lines 14-17: this snapshot's softened prediction becomes the sample's next teacher.
         if self.record_targets == "training_forward":
             self._record(epoch, indices, logits)
         else:                                                    # after the update: in end_step
-            require_inputs(self, inputs)
             self._pending.append((indices, inputs, epoch))   # several under gradient accumulation
-        return loss
+        return loss, parts
 
     def end_step(self, model: nn.Module) -> None:
         """With ``record_targets="after_update_*"``: record ``f(x; θ)`` of the batches trained on since the
@@ -321,6 +315,5 @@ class LSTSD(LongShortSettings, Method):
         return (None, None) if bank is None else bank.read(indices)
 
     def hparams(self) -> dict[str, Any]:
-        return {**super().hparams(), **self._long_short_hparams(),
-                "bank_dtype": str(self.bank_dtype).removeprefix("torch."), "bank_format": self.bank_format,
-                "bank_topk": self.bank_topk, "record_targets": self.record_targets}
+        return {**super().hparams(), **self._long_short_hparams(), **self.bank_settings.hparams(),
+                "record_targets": self.record_targets}

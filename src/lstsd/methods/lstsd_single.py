@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from ..losses import KLDirection
-from ._snapshots import SnapshotTeachers, frozen_probs, require_inputs
-from .base import Method
+from ._snapshots import SnapshotTeachers, frozen_probs
+from .base import LossParts, Method
 from .lstsd import LongShortSettings
 
 
@@ -73,6 +73,7 @@ class LSTSDSingle(LongShortSettings, SnapshotTeachers, Method):
     name = "lstsd_single"
     extra_forward_passes = 2
     needs_model_inputs = True
+    copies_network = True
     teacher_names = ("long_term_teacher", "short_term_teacher")
 
     def __init__(self, num_samples: int, num_classes: int, generation_epochs: int = 6,
@@ -94,14 +95,11 @@ class LSTSDSingle(LongShortSettings, SnapshotTeachers, Method):
                       if self.short_term_teacher is not None and self.lambda_short > 0 else None)
         return long_term, short_term
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None, *,
-             model: nn.Module | None = None, inputs: Any = None) -> torch.Tensor:
+    def compute_loss(self, epoch: int, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None, *,
+                     model: nn.Module | None, inputs: Any) -> tuple[torch.Tensor, LossParts]:
         """Eq. (1) with the two shared snapshots as teachers (CE only in the first mini-generation)."""
-        epoch = self._require_epoch("loss()")
-        self._check_batch(logits, targets, indices)
         long_term = short_term = None
         if self.generations.index(epoch) > 0:
-            require_inputs(self, inputs)
             long_term, short_term = self.teacher_targets(inputs)
             self._monitor(epoch, logits, targets, (long_term, None), (short_term, None))
         return self._long_short_loss(epoch, logits, targets, (long_term, None), (short_term, None))

@@ -46,8 +46,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..losses import KLDirection, cross_entropy
-from ._snapshots import frozen_probs, require_inputs
-from .base import Method
+from ._snapshots import frozen_probs
+from .base import LossParts, Method
 from .settings import Distillation, check_fraction, check_weight
 
 
@@ -104,6 +104,7 @@ class MeanTeacher(Method):
     name = "mean_teacher"
     extra_forward_passes = 1
     needs_model_inputs = True
+    copies_network = True
 
     def __init__(self, num_samples: int, num_classes: int, ema_decay: float = 0.999,
                  lambda_teacher: float = 1.0, temperature: float = 2.0,
@@ -126,13 +127,10 @@ class MeanTeacher(Method):
             raise RuntimeError(f"{what} needs the EMA teacher: call setup(model) first")
         return self.teacher
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None, *,
-             model: nn.Module | None = None, inputs: Any = None) -> torch.Tensor:
+    def compute_loss(self, epoch: int, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None, *,
+                     model: nn.Module | None, inputs: Any) -> tuple[torch.Tensor, LossParts]:
         """``CE + λ·KL(softmax(teacher(x)/T) ‖ softmax(student/T))`` on the batch ``inputs``."""
-        self._require_epoch("loss()")
-        self._check_batch(logits, targets, indices)
         teacher = self._require_teacher("loss()")
-        require_inputs(self, inputs)
         ce = cross_entropy(logits, targets)
         z = frozen_probs(teacher.module, inputs, self.distillation.temperature)
         kd = self.distillation.kl(logits, z)
@@ -140,8 +138,7 @@ class MeanTeacher(Method):
         age = 1 / ((1 - self.ema_decay) * self.steps_per_epoch) if self.steps_per_epoch and self.ema_decay < 1 else None
         self.teacher_monitor.record("ema", z, logits, targets, temperature=self.distillation.temperature, age=age)
         loss = ce + self.lambda_teacher * kd
-        self._components = {"ce": ce.detach(), "kd": kd.detach(), "total": loss.detach()}
-        return loss
+        return loss, {"ce": (ce, 1.0), "kd": (kd, self.lambda_teacher)}
 
     def end_step(self, model: nn.Module) -> None:
         """θ' ← α·θ' + (1 − α)·θ (parameters and buffers)."""

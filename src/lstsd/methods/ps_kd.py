@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..bank import check_bank_settings, make_bank, resolve_bank_dtype
+from ..bank import BankSettings
 from ..losses import soft_cross_entropy
-from .base import Method
+from .base import LossParts, Method
 from .settings import check_fraction, check_int
 
 
@@ -72,6 +72,8 @@ class PSKD(Method):
     """
 
     name = "ps_kd"
+    needs_indices = True
+    keeps_per_sample_state = True
 
     def __init__(self, num_samples: int, num_classes: int, alpha_T: float = 0.8,  # noqa: N803 (paper's name)
                  bank_dtype: torch.dtype | str = torch.float16, bank_format: str = "dense",
@@ -79,11 +81,9 @@ class PSKD(Method):
                  device: torch.device | str | None = None, validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
         self.alpha_T = check_fraction("alpha_T", alpha_T)
-        self.bank_dtype = resolve_bank_dtype(bank_dtype)
-        check_bank_settings(bank_format, bank_topk, bank_device)
-        self.bank_format, self.bank_topk = bank_format, bank_topk
-        self.predictions = make_bank(num_samples, num_classes, bank_format=bank_format, bank_topk=bank_topk,
-                                     dtype=self.bank_dtype, bank_device=bank_device, device=device, validate=False)
+        self.bank_settings = BankSettings(bank_format, bank_topk, bank_dtype, bank_device)
+        self.bank_dtype, self.bank_format, self.bank_topk = self.bank_settings.dtype, bank_format, bank_topk
+        self.predictions = self.bank_settings.make(num_samples, num_classes, device=device)
         self.epochs: int | None = None
 
     def setup(self, model: nn.Module, *, epochs: int | None = None, steps_per_epoch: int | None = None) -> None:
@@ -100,24 +100,25 @@ class PSKD(Method):
             raise ValueError(f"epoch {epoch} is outside the run of {self.epochs} epochs given to setup()")
         return self.alpha_T * (epoch + 1) / self.epochs
 
-    def start_epoch(self, epoch: int) -> None:
+    def start_epoch(self, epoch: int, *, resume_fix: str | None = None) -> None:
         self.alpha(epoch)   # fail early if the run's length is unknown or exceeded
-        super().start_epoch(epoch)
+        super().start_epoch(epoch, resume_fix=resume_fix)
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, *,
-             model: nn.Module | None = None, inputs: Any = None) -> torch.Tensor:
+    def compute_loss(self, epoch: int, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None, *,
+                     model: nn.Module | None, inputs: Any) -> tuple[torch.Tensor, LossParts]:
         """Soft cross-entropy against the progressive target, then record this epoch's prediction.
 
-        Components: ``ce`` (hard-label CE), ``kd`` (CE against the recorded predictions, 0 for
-        rows without one) and ``total`` (the loss, ``(1 − α_t)·ce + α_t·kd`` once every row has a record).
+        Parts: ``ce`` (hard-label CE, weight 1 − α_t) and ``kd`` (CE against the recorded
+        predictions, 0 for rows without one; weight α_t); the loss is their weighted sum once every
+        row has a record.
         """
-        epoch = self._require_epoch("loss()")
-        indices = self._check_batch(logits, targets, indices)
+        assert indices is not None   # needs_indices: Method.loss refuses a batch without them
         targets = targets.to(logits.device)
 
         previous, recorded = self.predictions.read(indices)
         self.teacher_monitor.record("previous", previous, logits, targets, temperature=1.0, mask=recorded, age=1)
-        q = pskd_targets(targets, previous, recorded, self.alpha(epoch), self.num_classes)
+        alpha = self.alpha(epoch)
+        q = pskd_targets(targets, previous, recorded, alpha, self.num_classes)
         loss = soft_cross_entropy(logits, q)
 
         with torch.no_grad():
@@ -127,10 +128,8 @@ class PSKD(Method):
             # every rank's predictions, once each, under torch.distributed (this batch's otherwise)
             written, rows = self.row_exchange(indices, *self.predictions.encode(log_p.exp()))
             self.predictions.store(written, *rows)
-        self._components = {"ce": ce, "kd": kd, "total": loss.detach()}
-        return loss
+        return loss, {"ce": (ce, 1.0 - alpha), "kd": (kd, alpha)}
 
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), "alpha_T": self.alpha_T, "epochs": self.epochs,
-                "bank_dtype": str(self.bank_dtype).removeprefix("torch."), "bank_format": self.bank_format,
-                "bank_topk": self.bank_topk}
+                **self.bank_settings.hparams()}

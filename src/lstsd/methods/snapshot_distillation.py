@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from ..losses import KLDirection, cross_entropy
-from ._snapshots import CyclicSnapshotMethod, frozen_probs, require_inputs
+from ._snapshots import CyclicSnapshotMethod, frozen_probs
+from .base import LossParts
 from .settings import Distillation, check_weight
 
 
@@ -81,25 +82,23 @@ class SnapshotDistillation(CyclicSnapshotMethod):
         self.distillation = Distillation(temperature, kl_direction, t2_scale)
         self.teacher: nn.Module | None = None   # θ_{m−1}, frozen for the whole mini-generation m
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None, *,
-             model: nn.Module | None = None, inputs: Any = None) -> torch.Tensor:
+    def compute_loss(self, epoch: int, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None, *,
+                     model: nn.Module | None, inputs: Any) -> tuple[torch.Tensor, LossParts]:
         """CE in the first mini-generation; ``CE + λ·KL(teacher ‖ student)`` afterwards."""
-        epoch = self._require_epoch("loss()")
-        self._check_batch(logits, targets, indices)
         ce = cross_entropy(logits, targets)
+        weight = 0.0
         if self.generations.index(epoch) > 0 and self.teacher is not None:
-            require_inputs(self, inputs)
+            weight = self.lambda_teacher
             z = frozen_probs(self.teacher, inputs, self.distillation.temperature)
             kd = self.distillation.kl(logits, z)
-            loss = ce + self.lambda_teacher * kd
+            loss = ce + weight * kd
             age = epoch - (self.generations.index(epoch) * self.generations.length - 1)
             self.teacher_monitor.record("snapshot", z, logits, targets, temperature=self.distillation.temperature,
                                         age=age)
         else:
             kd = torch.zeros((), device=ce.device)
             loss = ce
-        self._components = {"ce": ce.detach(), "kd": kd.detach(), "total": loss.detach()}
-        return loss
+        return loss, {"ce": (ce, 1.0), "kd": (kd, weight)}
 
     def end_epoch(self, model: nn.Module | None = None) -> None:
         """At the end of a mini-generation, its last snapshot becomes the next one's teacher."""

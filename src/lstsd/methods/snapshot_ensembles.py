@@ -72,7 +72,7 @@ class SnapshotEnsembles(CyclicSnapshotMethod):
         self.snapshots = nn.ModuleList()
 
     # Plain cross-entropy: the cyclic schedule and the snapshots do the work.
-    loss = Vanilla.loss
+    compute_loss = Vanilla.compute_loss
 
     def end_epoch(self, model: nn.Module | None = None) -> None:
         """Take a snapshot at the end of each cycle."""

@@ -36,7 +36,7 @@ from torch import nn
 
 from ..bank import SoftTargetBank
 from ..losses import KLDirection, cross_entropy
-from .base import Method
+from .base import LossParts, Method
 from .settings import Distillation, check_fraction, check_int, check_weight, gaussian_rampup
 
 
@@ -71,6 +71,8 @@ class TemporalEnsembling(Method):
     """
 
     name = "temporal_ensembling"
+    needs_indices = True
+    keeps_per_sample_state = True
 
     def __init__(self, num_samples: int, num_classes: int, ensemble_momentum: float = 0.6,
                  lambda_teacher: float = 1.0, rampup_epochs: int = 0, temperature: float = 2.0,
@@ -101,11 +103,10 @@ class TemporalEnsembling(Method):
         z = torch.where(recorded[:, None], z / correction.clamp_min(1e-12)[:, None], torch.zeros_like(z))
         return z, recorded
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, *,
-             model: nn.Module | None = None, inputs: Any = None) -> torch.Tensor:
+    def compute_loss(self, epoch: int, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None, *,
+                     model: nn.Module | None, inputs: Any) -> tuple[torch.Tensor, LossParts]:
         """``CE + λ·w(e)·KL(ẑ ‖ p)`` over the samples seen before, then fold this prediction into Z."""
-        epoch = self._require_epoch("loss()")
-        indices = self._check_batch(logits, targets, indices)
+        assert indices is not None   # needs_indices: Method.loss refuses a batch without them
 
         ce = cross_entropy(logits, targets)
         weight = self.weight(epoch)
@@ -122,8 +123,7 @@ class TemporalEnsembling(Method):
         self.ensemble.write(written, torch.lerp(z, old, self.ensemble_momentum))   # αZ + (1 − α)z
         self.counts[written] += torch.isfinite(z).all(dim=1)   # a non-finite row is not written (Bank.store)
 
-        self._components = {"ce": ce.detach(), "kd": kd.detach(), "total": loss.detach()}
-        return loss
+        return loss, {"ce": (ce, 1.0), "kd": (kd, weight)}
 
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), "ensemble_momentum": self.ensemble_momentum,

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..losses import cross_entropy
-from .base import Method
+from .base import LossParts, Method
 
 
 class Vanilla(Method):
@@ -16,10 +16,7 @@ class Vanilla(Method):
 
     name = "vanilla"
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None, *,
-             model: nn.Module | None = None, inputs: Any = None) -> torch.Tensor:
-        self._require_epoch("loss()")
-        self._check_batch(logits, targets, indices)
+    def compute_loss(self, epoch: int, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None, *,
+                     model: nn.Module | None, inputs: Any) -> tuple[torch.Tensor, LossParts]:
         loss = cross_entropy(logits, targets)
-        self._components = {"ce": loss.detach(), "total": loss.detach()}
-        return loss
+        return loss, {"ce": (loss, 1.0)}
