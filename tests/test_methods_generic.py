@@ -13,7 +13,8 @@ import torch
 
 from lstsd.methods import Method, available_methods, create_method
 from method_settings import BAD_SETTINGS, EPOCHS, OTHER_SETTINGS, RESUME_AT, settings_of
-from toy import C, N, STEPS, assert_same, make_data, make_model, setup_run, train, weights
+from toy import STEPS, C, N, assert_same, make_data, make_model, setup_run, train, weights
+
 
 def built(name: str, **extra: Any) -> Method:
     return create_method(name, num_samples=N, num_classes=C, **settings_of(name), **extra)
@@ -64,7 +65,8 @@ def test_schedules_lr_is_declared_as_the_method_behaves(name: str):
 def test_copies_network_is_declared_as_the_method_behaves(name: str):
     model, method = trained(name)
     shapes = sorted(tuple(p.shape) for p in model.parameters())
-    copies = [m for m in method.modules() if m is not method and sorted(tuple(p.shape) for p in m.parameters()) == shapes]
+    copies = [m for m in method.modules()
+              if m is not method and sorted(tuple(p.shape) for p in m.parameters()) == shapes]
     assert bool(copies) == method.copies_network, name
 
 

@@ -75,6 +75,7 @@ Example (runs in a few seconds; ``enable_*=False`` only keeps the doctest's outp
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from typing import Any
 
 import torch
@@ -88,9 +89,10 @@ pl = import_framework("lightning.pytorch", "pytorch_lightning", extra="lightning
 __all__ = ["LSTSDCallback", "configure_optimizers", "eval_predictions", "training_loss"]
 
 _SHARDED = ("FSDP", "DeepSpeed", "ModelParallel")
+_Callback: Any = pl.Callback   # a base class from the framework imported at run time
 
 
-class LSTSDCallback(pl.Callback):
+class LSTSDCallback(_Callback):
     """Drives a method's hooks from a Lightning ``Trainer`` and checkpoints its state.
 
     Args:
@@ -182,7 +184,7 @@ class LSTSDCallback(pl.Callback):
         epochs = trainer.max_epochs
         if epochs is None or epochs < 1:
             raise ValueError(f"method {self.method.name!r} schedules the LR per epoch: set Trainer(max_epochs=...)")
-        trainer.estimated_stepping_batches          # loads the training data, so its length is known
+        _ = trainer.estimated_stepping_batches      # loads the training data, so its length is known
         scheduler = self._driver.lr_schedule(
             optimizer, epochs=epochs, batches=self._batches(trainer), accumulation=trainer.accumulate_grad_batches,
             replaces=None if lr_scheduler is None else "the lr_scheduler passed to configure_optimizers()")
@@ -203,7 +205,7 @@ class LSTSDCallback(pl.Callback):
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         dataset = getattr(trainer.train_dataloader, "dataset", None)
-        self._driver.check_dataset_size(len(dataset) if hasattr(dataset, "__len__") else None)
+        self._driver.check_dataset_size(len(dataset) if isinstance(dataset, Sized) else None)
         epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
         self._driver.set_up(self.network_of(pl_module), epochs=epochs, batches=self._batches(trainer),
                             accumulation=trainer.accumulate_grad_batches, device=pl_module.device)

@@ -78,6 +78,10 @@ import_framework("accelerate", extra="transformers")   # the Trainer's own requi
 
 __all__ = ["METHOD_STATE_NAME", "IndexedRows", "LSTSDTrainer", "LogitsOf", "add_index_column"]
 
+# Base classes from the framework imported at run time.
+_TrainerCallback: Any = _hf.TrainerCallback
+_Trainer: Any = _hf.Trainer
+
 METHOD_STATE_NAME = "lstsd_method.pt"   # beside the Trainer's files in each checkpoint-N folder
 _CHECKPOINT_PREFIX = getattr(getattr(_hf, "trainer_utils", None), "PREFIX_CHECKPOINT_DIR", "checkpoint")
 
@@ -145,7 +149,7 @@ def _logits(outputs: Any) -> torch.Tensor:
     return outputs[0]
 
 
-class _MethodHooks(_hf.TrainerCallback):
+class _MethodHooks(_TrainerCallback):
     """Calls the method's epoch and step hooks at the Trainer's events (first among the callbacks)."""
 
     def __init__(self, trainer: LSTSDTrainer) -> None:
@@ -167,7 +171,7 @@ class _MethodHooks(_hf.TrainerCallback):
             self.trainer.log({f"teacher/{k}": float(v) for k, v in teachers.items()})
 
 
-class LSTSDTrainer(_hf.Trainer):
+class LSTSDTrainer(_Trainer):
     """A ``transformers.Trainer`` that trains with a registered method's loss.
 
     Args:
@@ -189,6 +193,7 @@ class LSTSDTrainer(_hf.Trainer):
     # divide it by the accumulation steps (transformers >= 5 reads this; older versions read
     # model_accepts_loss_kwargs, set to False in __init__).
     loss_is_scaled_for_ga = False
+    lr_scheduler: Any   # the Trainer's; create_scheduler sets the method's own
 
     def __init__(self, *args: Any, method: str | Method = "lstsd", method_settings: dict[str, Any] | None = None,
                  num_samples: int | None = None, num_classes: int | None = None, index_column: str = "idx",
@@ -225,7 +230,7 @@ class LSTSDTrainer(_hf.Trainer):
     def _check_index_column(self, dataset: Any) -> None:
         if dataset is None or not self.method.needs_indices:
             return
-        col, n = self.index_column, self.method.num_samples
+        col = self.index_column
         fix = f"add it with lstsd.integrations.transformers.add_index_column(train_dataset, {col!r})"
         names = getattr(dataset, "column_names", None)
         if isinstance(names, list):                                   # a datasets.Dataset

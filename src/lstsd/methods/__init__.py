@@ -63,7 +63,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .base import Method
 from .label_smoothing import LabelSmoothing
@@ -109,8 +110,7 @@ def available_methods() -> list[str]:
 
 
 def _accepted_keywords(factory: MethodFactory) -> set[str] | None:
-    target = factory.__init__ if isinstance(factory, type) else factory
-    params = inspect.signature(target).parameters.values()
+    params = inspect.signature(factory).parameters.values()   # a class's: its __init__'s, without self
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return None
     return {p.name for p in params if p.name not in ("self", "num_samples", "num_classes")}
@@ -125,7 +125,9 @@ def create_method(name: str, *, num_samples: int, num_classes: int, **hparams: A
     Example:
         >>> method = create_method("lstsd", num_samples=50000, num_classes=100, generation_epochs=6)
         >>> method
-        LSTSD(num_samples=50000, num_classes=100, generation_epochs=6, lambda_long=2.4, lambda_short=4.0, temperature=2.0, kl_direction='teacher_student', t2_scale=False, rampup_epochs=0, bank_dtype='float16', bank_format='dense', bank_topk=None, record_targets='training_forward')
+        LSTSD(num_samples=50000, num_classes=100, generation_epochs=6, lambda_long=2.4, lambda_short=4.0,
+              temperature=2.0, kl_direction='teacher_student', t2_scale=False, rampup_epochs=0, bank_dtype='float16',
+              bank_format='dense', bank_topk=None, record_targets='training_forward')
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
@@ -164,6 +166,7 @@ def _ablation(weight_name: str) -> MethodFactory:
             raise ValueError(f"this ablation fixes {weight_name}=0; use method 'lstsd' to set it")
         hparams[weight_name] = 0.0
         return LSTSD(num_samples, num_classes, **hparams)
+    # create_method checks settings against this signature; typeshed does not declare __signature__.
     build.__signature__ = inspect.signature(LSTSD)  # type: ignore[attr-defined]
     return build
 

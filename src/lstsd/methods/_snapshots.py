@@ -100,8 +100,8 @@ def cyclic_cosine_scheduler(optimizer: torch.optim.Optimizer, *, cycle_epochs: i
         optimizer, T_0=cycle_epochs * steps_per_epoch, eta_min=eta_min)
 
 
-class SnapshotTeachers:
-    """Mixin of the methods whose teachers are frozen snapshots of the network (attributes named in
+class SnapshotTeachers(Method):
+    """Base of the methods whose teachers are frozen snapshots of the network (attributes named in
     ``teacher_names``, each ``None`` until the first snapshot).
 
     The snapshots are submodules, so they move and save with the method. ``setup(model)`` keeps
@@ -113,7 +113,7 @@ class SnapshotTeachers:
 
     def setup(self, model: nn.Module, *, epochs: int | None = None, steps_per_epoch: int | None = None) -> None:
         object.__setattr__(self, "_template", model)   # bypasses nn.Module registration on purpose
-        super().setup(model, epochs=epochs, steps_per_epoch=steps_per_epoch)  # type: ignore[misc]
+        super().setup(model, epochs=epochs, steps_per_epoch=steps_per_epoch)
 
     def refresh_teacher(self, name: str, model: nn.Module) -> None:
         """Teacher ``name`` ← a frozen copy of ``model``'s current weights (reusing its storage)."""
@@ -128,22 +128,22 @@ class SnapshotTeachers:
         return snapshot_of(template)
 
     def _closing_epoch(self, model: nn.Module | None) -> tuple[int, nn.Module]:
-        epoch = self._require_epoch("end_epoch()")  # type: ignore[attr-defined]
+        epoch = self._require_epoch("end_epoch()")
         if model is None:
             raise ValueError(f"{type(self).__name__}.end_epoch needs the network: call end_epoch(model)")
         return epoch, model
 
     def _prepare_to_load(self, state_dict: dict[str, Any], prefix: str) -> None:
         for name in self.teacher_names:
-            saved = bool(self._submodule_keys(state_dict, prefix, name))  # type: ignore[attr-defined]
+            saved = bool(self._submodule_keys(state_dict, prefix, name))
             if saved and getattr(self, name) is None:
                 setattr(self, name, self.new_snapshot())
             elif not saved:
                 setattr(self, name, None)
-        super()._prepare_to_load(state_dict, prefix)  # type: ignore[misc]
+        super()._prepare_to_load(state_dict, prefix)
 
 
-class CyclicSnapshotMethod(SnapshotTeachers, Method):
+class CyclicSnapshotMethod(SnapshotTeachers):
     """Common part of Snapshot Ensembles and Snapshot Distillation: the cyclic LR schedule and
     the cycle (mini-generation) bookkeeping. Subclasses take their snapshots in ``end_epoch``.
 

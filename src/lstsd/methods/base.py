@@ -193,8 +193,7 @@ class Method(nn.Module, abc.ABC):
 
     def end_epoch(self, model: nn.Module | None = None) -> None:
         """Close the epoch opened by :meth:`start_epoch` (snapshots are taken here)."""
-        self._require_epoch("end_epoch()")
-        self.next_epoch = self.epoch + 1
+        self.next_epoch = self._require_epoch("end_epoch()") + 1
         self.epoch = None
 
     @torch.no_grad()

@@ -30,8 +30,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..diagnostics import TeacherMonitor
 from ..bank import Bank, BankSettings, finite_rows
+from ..diagnostics import TeacherMonitor
 from ..losses import KLDirection, cross_entropy, distillation_kl
 from .base import LossParts, Method
 from .settings import Distillation, MiniGenerations, check_int, check_weight, gaussian_rampup
@@ -92,7 +92,7 @@ def forward_without_side_effects(model: nn.Module, inputs: Any, *, train: bool) 
         model.train(was_training)
         for m, (momentum, tracked) in zip(norms, saved):
             m.momentum = momentum
-            if tracked is not None:
+            if tracked is not None and m.num_batches_tracked is not None:
                 m.num_batches_tracked.copy_(tracked)
 
 
@@ -118,7 +118,8 @@ class LongShortSettings:
         self.lambda_long = check_weight("lambda_long", lambda_long)
         self.lambda_short = check_weight("lambda_short", lambda_short)
         self.distillation = Distillation(temperature, kl_direction, t2_scale)
-        self.rampup_epochs = check_int("rampup_epochs", rampup_epochs, 0, hint=" (0, the paper's, disables the ramp-up)")
+        self.rampup_epochs = check_int("rampup_epochs", rampup_epochs, 0,
+                                       hint=" (0, the paper's, disables the ramp-up)")
 
     def weight_scale(self, epoch: int) -> float:
         """The factor on λ^L and λ^S in ``epoch``: 0 in the first mini-generation (cross-entropy only,

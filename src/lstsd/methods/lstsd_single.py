@@ -35,11 +35,11 @@ from torch import nn
 
 from ..losses import KLDirection
 from ._snapshots import SnapshotTeachers, frozen_probs
-from .base import LossParts, Method
+from .base import LossParts
 from .lstsd import LongShortSettings
 
 
-class LSTSDSingle(LongShortSettings, SnapshotTeachers, Method):
+class LSTSDSingle(LongShortSettings, SnapshotTeachers):
     """LSTSD with one long-term and one short-term snapshot shared by all samples (Table 3).
 
     Args:
