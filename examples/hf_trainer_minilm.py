@@ -97,6 +97,13 @@ def main() -> None:
         start = time.perf_counter()
         trainer.train(resume_from_checkpoint=True if args.resume else None)
         accuracy_at_end = [log["eval_accuracy"] for log in trainer.state.log_history if "eval_accuracy" in log][-1]
+        parts = "  ".join(f"{k} {v.item():.4g}" for k, v in trainer.method.loss_components().items())
+        print(f"  last step's loss: {parts}")
+        if name == "lstsd":   # each training snippet now holds two soft targets of its own
+            banks = (trainer.method.long_term_bank, trainer.method.short_term_bank)
+            long_term, short_term = (int(bank.recorded.sum()) for bank in banks)
+            print(f"  soft targets recorded: long-term {long_term}, short-term {short_term} of {len(train_rows)} "
+                  "snippets")
         results[name] = (accuracy_at_end, time.perf_counter() - start)
 
     print("\nmethod                  test accuracy   time")

@@ -110,6 +110,10 @@ def main() -> None:
         model = CNN(args.lr, args.epochs)
         trainer.fit(model, loader, val_loader)
         accuracy = trainer.validate(model, test_loader, verbose=False)[0]["val_acc"]   # the whole test set
+        if name == "lstsd":   # each training image now holds two soft targets of its own
+            banks = (callback.method.long_term_bank, callback.method.short_term_bank)
+            long_term, short_term = (int(bank.recorded.sum()) for bank in banks)
+            print(f"  soft targets recorded: long-term {long_term}, short-term {short_term} of {len(train_set)} images")
         results[name] = (accuracy, time.perf_counter() - start)
 
     print(f"\nmethod                  accuracy on the {len(test_set)} test images   time")

@@ -24,9 +24,12 @@ def torchrun(args: list[str], *, env: dict[str, str], timeout: float,
     new port) if, and only if, it failed with gloo's teardown abort (:data:`TEARDOWN_ABORT`) after
     ``finished`` says its work was done.
 
-    Known, not yet explained: on one development machine a rank now and then aborts at exit
-    after its last line (3 of 3 clean-clone ``make test`` runs hit it in one torchrun test or
-    another; about 1 direct run of 20). Any other failure is returned as it is.
+    Why (docs/known_issues.md): a gloo worker thread frees the last collective's tensors while the
+    interpreter is finalizing, and Python ends that thread inside a ``noexcept`` destructor. It is
+    PyTorch's (pytorch/pytorch#190489; reduced to ``tests/gloo_teardown_repro.py``), and DDP keeps
+    the threads alive past ``destroy_process_group()``, so a script of one's own (the DDP example,
+    the HF Trainer) can hit it in about 1 run of 7 on a loaded 2-core machine. The harness ends its
+    processes before finalization and needs no retry. Any other failure is returned as it is.
     """
     def run() -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",

@@ -13,22 +13,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fakedata import cifar_members, write_cifar_tarball
 from lstsd.harness.data import (
     DatasetSplits,
     IndexedTensorLoader,
     TensorSplit,
     available_datasets,
+    cifar,
+    fashion_mnist,
     load_cifar10,
     load_cifar100,
     load_dataset,
     load_digits,
     load_fashion_mnist,
     random_crop_flip,
+    splits,
     stratified_subset,
     train_val_split,
 )
-from lstsd.harness.data import cifar, fashion_mnist, splits
-from fakedata import cifar_members, write_cifar_tarball
 from lstsd.harness.data.splits import download_url
 
 SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")

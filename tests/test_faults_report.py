@@ -59,8 +59,12 @@ def main_without_escape(argv: list[str]) -> int:
 
 # ----------------------------------------------------------------------------- fake finished runs
 def fake_run(folder: Path, method: str = "lstsd", seed: int = 0, acc: float = 90.0, finished: bool = True,
-             data_sha256: str | None = None, **config) -> Path:
-    """A run folder as the trainer leaves it (no training): config.yaml, metrics.jsonl, checkpoint, results."""
+             data_sha256: str | None = None, weights: bool = True, metric: str = "accuracy", **config) -> Path:
+    """A run folder as the trainer leaves it (no training): config.yaml, metrics.jsonl, checkpoint, results.
+
+    ``weights=False`` leaves out the loss parts' weights (``weight_<part>``), as older versions did;
+    ``metric`` is the data set's headline metric (``matthews`` for glue_cola).
+    """
     values = dict(TINY, method=method, seed=seed, name=folder.name, run_dir=str(folder), **config)
     if method != "lstsd" and "method_args" not in config:
         values["method_args"] = {}
@@ -68,21 +72,25 @@ def fake_run(folder: Path, method: str = "lstsd", seed: int = 0, acc: float = 90
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     rows = [{"epoch": e, "lr": cfg.lr, "train_seconds": 1.0, "train_accuracy": 50.0, "loss_ce": 1.0 - 0.1 * e,
-             "loss_long": 0.1 * e, "loss_short": 0.05 * e, "test_accuracy": acc - (cfg.epochs - 1 - e)}
+             "loss_long": 0.1 * e, "loss_short": 0.05 * e, f"test_{metric}": acc - (cfg.epochs - 1 - e)}
             for e in range(cfg.epochs)]
     lam = {"lstsd": (2.4, 4.0)}.get(method)
     for row in rows:
         if lam:
             row["loss_total"] = row["loss_ce"] + lam[0] * row["loss_long"] + lam[1] * row["loss_short"]
+            if weights:
+                row.update(weight_ce=1.0, weight_long=lam[0], weight_short=lam[1])
         else:
             del row["loss_long"], row["loss_short"]
             row["loss_total"] = row["loss_ce"]
+            if weights:
+                row["weight_ce"] = 1.0
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:None if finished else 1]))
     (folder / "checkpoint.pt").write_bytes(b"not read by report")
     if finished:
         results = {"name": cfg.name, "method": method, "model": "resnet(depth=8,width=4)", "dataset": cfg.dataset,
-                   "seed": seed, "epochs": cfg.epochs, "num_train": 200, "metrics": ["accuracy"],
-                   "final": {"test_accuracy": acc}, "cost": {"train_seconds": 2.0, "seconds_per_step": 0.01,
+                   "seed": seed, "epochs": cfg.epochs, "num_train": 200, "metrics": [metric],
+                   "final": {f"test_{metric}": acc}, "cost": {"train_seconds": 2.0, "seconds_per_step": 0.01,
                                                              "extra_forward_passes": 0}}
         if data_sha256:
             results["data_source"] = {"dataset": cfg.dataset, "origin": "--data-dir", "path": "/d",
@@ -234,23 +242,26 @@ def test_the_readmes_report_command_on_a_tiny_comparison(tmp_path, capsys, monke
     assert "plots: not a run" in captured.err and "Traceback" not in captured.err
     assert table_rows(captured.out) == table_rows(compared.split("\n\n", 1)[1])
     assert set(table_rows(captured.out)) == {"vanilla", "lstsd"} and "n = 1" in captured.out
-    # the loss components of the real run add up with the method's weights (the plot shows them weighted)
+    # the real run logged each loss part's weight, and the parts add up with them (the plot shows them weighted)
     record = report.read_run(tmp_path / "runs" / "compare-tiny" / "lstsd-seed0")
-    assert report.component_weights(record, ["ce", "long", "short"]) == {"ce": 1.0, "long": 2.4, "short": 4.0}
+    assert report.logged_weights([record], ["ce", "long", "short"]) == {"ce": 1.0, "long": 2.4, "short": 4.0}
     assert record.rows[1]["loss_long"] > 0
+    for row in record.rows:
+        parts = sum(row[f"weight_{p}"] * row[f"loss_{p}"] for p in ("ce", "long", "short"))
+        assert parts == pytest.approx(row["loss_total"], rel=1e-4)
 
 
 # ----------------------------------------------------------------------------- plots
 def test_plots_integer_epochs_visible_curves_and_weighted_losses(tmp_path, monkeypatch):
     seen = []
-    real_save = report._save
+    real_save = report.plots._save
 
     def spy(fig, ax, path):
         out = real_save(fig, ax, path)
         seen.append((path.name, ax.get_title(), ax.get_xticks(), [(l.get_label(), l.get_marker(), l.get_markersize(),
                                                                     l.get_linestyle()) for l in ax.get_lines()]))
         return out
-    monkeypatch.setattr(report, "_save", spy)
+    monkeypatch.setattr(report.plots, "_save", spy)
     runs = [fake_run(tmp_path / m, method=m, acc=80.0, epochs=3) for m in ("vanilla", "lstsd")]  # same curve
     records = report.collect(runs)
     report.write_plots(records, tmp_path / "plots")

@@ -24,9 +24,9 @@ def test_unknown_name_and_unknown_setting_are_clear():
 
 def test_register_custom_method_and_refuse_duplicates():
     class Doubled(Method):
-        def loss(self, logits, targets, indices, *, model=None, inputs=None):
-            self._require_epoch("loss()")
-            return 2 * cross_entropy(logits, targets)
+        def compute_loss(self, epoch, logits, targets, indices, *, model, inputs):
+            ce = cross_entropy(logits, targets)
+            return 2 * ce, {"ce": (ce, 2.0)}
 
     register_method("test_doubled", Doubled)
     try:
@@ -81,3 +81,12 @@ def test_indexed_dataset_errors():
     with pytest.raises(ValueError, match="\\(x, y\\) pairs"):
         IndexedDataset([(1, 2, 3)])[0]
     assert IndexedDataset([(1, 2), (3, 4)])[-1] == (3, 4, 1)
+
+
+def test_a_method_that_overrides_the_loss_template_is_refused_when_defined():
+    # Method.loss checks the batch and moves the state beside the logits; a subclass that replaced it
+    # would skip both silently, so defining one is an error that names compute_loss.
+    with pytest.raises(TypeError, match="overrides Method.loss.*implement compute_loss"):
+        class Bypass(Method):
+            def loss(self, logits, targets, indices=None, *, model=None, inputs=None, num_items_in_batch=None):
+                return cross_entropy(logits, targets)

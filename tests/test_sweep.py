@@ -70,3 +70,18 @@ def test_the_cli_prints_the_table(tmp_path, capsys):
     assert code == 0 and "| lambda_long | lambda_short | test accuracy (%) |" in out and "(n = 1)" in out
     assert cli.main(["sweep", "--preset", "sweep-lambda-scale", "--grid", "lr", "--out", str(tmp_path)]) == 2
     assert "has no '='" in capsys.readouterr().err
+
+
+def test_compare_and_sweep_share_one_plan_builder(tmp_path):
+    """Each arm × seed in order; later settings win: preset config, the preset's method_args of the
+    method, shared --set, the method's own --set, then the arm's (a grid point)."""
+    preset = {"config": {"dataset": "digits", "model": "resnet", "lr": 0.2, "method_args": {"temperature": 3.0}},
+              "method_args": {"lstsd": {"generation_epochs": 2, "lambda_long": 1.0}}}
+    shared, per_method = cli._split_overrides(["lr=0.05", "method_args.lstsd.lambda_long=2.0"])
+    arms = [cli.PlanArm("vanilla", "vanilla"),
+            cli.PlanArm("lstsd", "lstsd-generation_epochs3", ("method_args.generation_epochs=3",))]
+    plan = cli.build_plan(preset, arms, [0, 1], tmp_path, shared, per_method)
+    assert [(c.name, c.seed, c.run_dir) for c in plan] == [
+        (f"{arm.name}-seed{s}", s, str(tmp_path / f"{arm.name}-seed{s}")) for arm in arms for s in (0, 1)]
+    assert all(c.lr == 0.05 for c in plan) and plan[0].method_args == {"temperature": 3.0}
+    assert plan[2].method_args == {"temperature": 3.0, "generation_epochs": 3, "lambda_long": 2.0}

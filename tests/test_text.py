@@ -121,7 +121,8 @@ def _fake_sdist(path: Path) -> None:
     files["_README_.txt"] = b"readme \x96 cp1252"
     files["tweets_anonDataRatings.txt"] = b"not wanted"
     files["../escape.txt"] = b"must not be written"
-    inner = _targz({name if name.startswith("..") else f"hutto_ICWSM_2014/{name}": data for name, data in files.items()})
+    inner = _targz({name if name.startswith("..") else f"hutto_ICWSM_2014/{name}": data
+                    for name, data in files.items()})
     path.write_bytes(_targz({"vaderSentiment-3.3.2/LICENSE.txt": b"The MIT License (MIT)\n",
                              "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz": inner,
                              "vaderSentiment-3.3.2/setup.py": b""}))

@@ -68,7 +68,8 @@ def check_indices(indices: object, num_samples: int, *, batch_size: int | None =
     indices = _indices_form(indices, batch_size=batch_size, name=name)
     if indices.numel() == 0:
         return indices.long()
-    _indices_values(*torch.stack(_indices_stats(indices, allow_repeats)).tolist(), num_samples, name)  # one sync
+    lo, hi, repeated = torch.stack(_indices_stats(indices, allow_repeats)).tolist()  # one sync
+    _indices_values(lo, hi, repeated, num_samples, name)
     return indices.long()
 
 
@@ -134,7 +135,8 @@ def check_targets(targets: object, batch_size: int, num_classes: int) -> torch.T
     """Check that ``targets`` holds one class index in ``[0, num_classes)`` per sample."""
     targets = _targets_form(targets, batch_size)
     if batch_size:
-        _targets_values(*torch.stack([targets.min().long(), targets.max().long()]).tolist(), num_classes)
+        lo, hi = torch.stack([targets.min().long(), targets.max().long()]).tolist()
+        _targets_values(lo, hi, num_classes)
     return targets
 
 
@@ -159,7 +161,47 @@ def check_batch(logits: object, targets: object, indices: object | None, *, num_
     finite, t_lo, t_hi, *index_stats = torch.stack([s.to(logits.device) for s in stats]).tolist()  # one sync
     _targets_values(t_lo, t_hi, num_classes)
     if indices is not None:
-        _indices_values(*index_stats, num_samples, "indices")
+        i_lo, i_hi, repeated = index_stats
+        _indices_values(i_lo, i_hi, repeated, num_samples, "indices")
+    if not finite:
+        raise ValueError("logits contain NaN or infinite values (nothing was recorded for this batch): the "
+                         "model diverged or its inputs are not finite; lower the learning rate, use fp32, "
+                         "or check the data")
+    return None if indices is None else indices.long()
+
+
+def check_sequence_batch(logits: object, labels: object, indices: object | None, *, num_samples: int,
+                         num_classes: int) -> torch.Tensor | None:
+    """Check a causal LM's batch in one host synchronisation: logits ``B × T × V`` (V the method's
+    ``num_classes``) and finite, labels ``B × T`` in ``[0, V)`` or -100, indices (if given) ``B``
+    unique example indices in ``[0, N)``. Returns the indices as int64."""
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() != 3:
+        raise ValueError(f"logits must be a floating-point B × T × V tensor (a causal LM's), got "
+                         f"{getattr(logits, 'dtype', type(logits).__name__)} {tuple(getattr(logits, 'shape', ()))}")
+    if logits.shape[2] != num_classes:
+        raise ValueError(f"logits have {logits.shape[2]} columns but the method was built with num_classes="
+                         f"{num_classes}: pass the model's vocabulary size (its output layer's width)")
+    if (not isinstance(labels, torch.Tensor) or labels.dtype not in _INTEGER_DTYPES
+            or tuple(labels.shape) != tuple(logits.shape[:2])):
+        raise ValueError(f"labels must be an integer B × T tensor matching the logits {tuple(logits.shape[:2])}, "
+                         f"got {getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}")
+    batch = logits.shape[0]
+    if indices is not None:
+        indices = _indices_form(indices, batch_size=batch, name="indices")
+    if labels.numel() == 0:
+        return None if indices is None else indices.long()
+    supervised = labels != -100
+    stats = [torch.isfinite(logits).all().long(),
+             torch.where(supervised, labels, 0).min().long(), torch.where(supervised, labels, 0).max().long()]
+    if indices is not None and batch:
+        stats += _indices_stats(indices, allow_repeats=False)
+    finite, lo, hi, *index_stats = torch.stack([s.to(logits.device) for s in stats]).tolist()  # one sync
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"labels contain token {lo if lo < 0 else hi}, outside [0, {num_classes}) and not -100 "
+                         "(the label of positions without a loss)")
+    if indices is not None and batch:
+        i_lo, i_hi, repeated = index_stats
+        _indices_values(i_lo, i_hi, repeated, num_samples, "indices")
     if not finite:
         raise ValueError("logits contain NaN or infinite values (nothing was recorded for this batch): the "
                          "model diverged or its inputs are not finite; lower the learning rate, use fp32, "

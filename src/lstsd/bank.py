@@ -93,6 +93,10 @@ class Bank(nn.Module):
         """Storage rows → float32 ``B × C`` probabilities."""
         raise NotImplementedError
 
+    def encode_logits(self, logits: torch.Tensor, temperature: float) -> tuple[torch.Tensor, ...]:
+        """:meth:`encode` of ``softmax(logits / T)``: what a method records from its logits."""
+        return self.encode(torch.softmax(logits.detach().float() / temperature, dim=1))
+
     # ------------------------------------------------------------------ rows
     def write(self, indices: torch.Tensor, probs: torch.Tensor) -> None:
         """Record ``probs[k]`` as the soft target of sample ``indices[k]`` (overwriting it).
@@ -159,7 +163,7 @@ class Bank(nn.Module):
                    for n in (*self.row_buffers, "recorded"))
 
     # ------------------------------------------------------------------ nn.Module plumbing
-    def _apply(self, fn: Any, recurse: bool = True) -> "Bank":
+    def _apply(self, fn: Any, recurse: bool = True) -> Bank:
         # A CPU-resident bank stays in host memory when its method (or a user's module holding it)
         # is moved to an accelerator: that is its purpose.
         return self if self.cpu_resident else super()._apply(fn, recurse)
@@ -237,7 +241,7 @@ class SoftTargetBank(Bank):
     def encode(self, probs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (probs.to(self.dtype),)
 
-    def decode(self, targets: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def decode(self, targets: torch.Tensor) -> torch.Tensor:  # type: ignore[override]  # takes encode()'s rows
         return targets.float()
 
     def extra_repr(self) -> str:
@@ -295,7 +299,8 @@ class TopKBank(Bank):
         values, classes = probs.topk(self.k, dim=1)
         return values.to(self.dtype), classes.to(self.classes.dtype)
 
-    def decode(self, values: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def decode(self, values: torch.Tensor,  # type: ignore[override]  # takes encode()'s rows
+               classes: torch.Tensor) -> torch.Tensor:
         values = values.float()
         rest = self.num_classes - self.k
         tail = ((1.0 - values.sum(dim=1)).clamp_min(0.0) / rest) if rest else values.new_zeros(values.shape[0])
@@ -332,9 +337,8 @@ def make_bank(num_samples: int, num_classes: int, *, bank_format: str = "dense",
     """
     check_bank_settings(bank_format, bank_topk, bank_device)
     resident = bank_device == "cpu"
-    if bank_format == "topk":
-        return TopKBank(num_samples, num_classes, bank_topk, dtype, device,  # type: ignore[arg-type]
-                        validate=validate, cpu_resident=resident)
+    if bank_topk is not None:   # the top-k format (check_bank_settings ties k to it)
+        return TopKBank(num_samples, num_classes, bank_topk, dtype, device, validate=validate, cpu_resident=resident)
     return SoftTargetBank(num_samples, num_classes, dtype, device, validate=validate, cpu_resident=resident)
 
 

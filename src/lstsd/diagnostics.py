@@ -27,14 +27,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DIAGNOSTICS", "TeacherMonitor"]
+from .sparse import SparseTargets, sparse_kl_rows
 
-DIAGNOSTICS = ("quality", "kl", "disagreement", "coverage", "age")
+__all__ = ["TeacherMonitor"]
 
 
 class TeacherMonitor:
@@ -46,7 +46,7 @@ class TeacherMonitor:
         self.ages: dict[str, float] = {}
 
     @torch.no_grad()
-    def record(self, name: str, teacher_probs: torch.Tensor | None, student_logits: torch.Tensor,
+    def record(self, name: str, teacher_probs: torch.Tensor | SparseTargets | None, student_logits: torch.Tensor,
                targets: torch.Tensor, *, temperature: float, mask: torch.Tensor | None = None,
                age: float | None = None) -> None:
         """Add one batch: ``teacher_probs`` (softened at T; ``None``: no target for any sample) against
@@ -54,25 +54,35 @@ class TeacherMonitor:
         self.record_many({name: (teacher_probs, mask, age)}, student_logits, targets, temperature=temperature)
 
     @torch.no_grad()
-    def record_many(self, teachers: dict[str, tuple[torch.Tensor | None, torch.Tensor | None, float | None]],
+    def record_many(self, teachers: Mapping[str, tuple[torch.Tensor | SparseTargets | None, torch.Tensor | None,
+                                                       float | None]],
                     student_logits: torch.Tensor, targets: torch.Tensor, *, temperature: float) -> None:
         """:meth:`record` for several teachers of the same batch (``{name: (probs, mask, age)}``),
         softening the student once: a few element-wise passes over the batch's logits per teacher."""
         batch = student_logits.shape[0]
-        log_p = student_class = None
+        student: tuple[torch.Tensor, torch.Tensor] | None = None     # log-probabilities at T, argmax
+        argmax: torch.Tensor | None = None                            # the student's class (sparse teachers)
         for name, (teacher_probs, mask, age) in teachers.items():
             if age is not None:
                 self.ages[name] = float(age)
             self.seen[name] = self.seen.get(name, 0) + batch          # a host count: no device work
             if teacher_probs is None or batch == 0:
                 continue
-            if log_p is None:
-                log_p = F.log_softmax(student_logits.detach().float() / temperature, dim=1)
-                student_class = log_p.argmax(dim=1)
-            z = teacher_probs.float()
-            teacher_class = z.argmax(dim=1)
-            rows = torch.stack([torch.ones_like(log_p[:, 0]), (teacher_class == targets).float(),
-                                (torch.xlogy(z, z) - z * log_p).sum(dim=1),
+            if isinstance(teacher_probs, SparseTargets):   # per-token targets: no dense n × V pass
+                if argmax is None:
+                    argmax = student_logits.detach().argmax(dim=1)      # once per batch
+                student_class = argmax
+                teacher_class = teacher_probs.top1()
+                kl = sparse_kl_rows(student_logits.detach(), teacher_probs, temperature)
+            else:
+                if student is None:
+                    log_p = F.log_softmax(student_logits.detach().float() / temperature, dim=1)
+                    student = (log_p, log_p.argmax(dim=1))
+                log_p, student_class = student
+                z = teacher_probs.float()
+                teacher_class = z.argmax(dim=1)
+                kl = (torch.xlogy(z, z) - z * log_p).sum(dim=1)
+            rows = torch.stack([torch.ones_like(kl), (teacher_class == targets).float(), kl,
                                 (teacher_class != student_class).float()])
             if mask is not None:
                 rows = rows * mask.to(rows.dtype)

@@ -2,7 +2,8 @@
 
 Under DDP each rank trains on its share of the epoch, but LSTSD reads a sample's targets on
 whichever rank draws it next epoch, so every rank keeps the whole bank. Once per step the ranks
-exchange what they are about to write (DESIGN.md, "Scale"):
+exchange what they are about to write (docs/decisions.md, "Scale: several processes and large
+class counts"):
 
 1. each rank packs its batch's sample indices and the rows to write (already in the bank's
    storage form, e.g. fp16) into one ``uint8`` tensor, padded to a capacity all ranks agreed on
@@ -93,32 +94,61 @@ class RowExchange:
     def __init__(self, group: dist.ProcessGroup | None = None) -> None:
         self.group = group
         self.capacity: int | None = None
+        self.growable_capacity = 0
 
     @property
     def active(self) -> bool:
         return world_size(self.group) > 1
 
-    def __call__(self, indices: torch.Tensor, *rows: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def __call__(self, indices: torch.Tensor, *rows: torch.Tensor,
+                 growable: bool = False) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Every rank's ``(indices, rows)``, each index once. ``growable`` (per-token rows, whose number
+        changes from step to step): a step with more rows than the capacity agreed on so far repeats
+        the collective with a larger one, on every rank alike, instead of being refused."""
         if not self.active:
             return indices, rows
         batch = indices.numel()
         for r in rows:
             if r.shape[0] != batch:
                 raise ValueError(f"each row tensor must have one row per index ({batch}), got shape {tuple(r.shape)}")
-        capacity = self._capacity(batch, indices.device)
         world = world_size(self.group)
         packed_rows = [_as_bytes(indices.long(), batch)] + [_as_bytes(r, batch) for r in rows]
-        packed = torch.full((capacity, sum(p.shape[1] for p in packed_rows)), 255, dtype=torch.uint8,
-                            device=indices.device)        # index bytes of 255 read as −1: padding
-        packed[:batch] = torch.cat(packed_rows, dim=1)
-        gathered = torch.empty((world * capacity, packed.shape[1]), dtype=torch.uint8, device=packed.device)
-        _all_gather(gathered, packed, self.group, world)
+        if growable:
+            gathered = self._gather_growable(torch.cat(packed_rows, dim=1), world)
+        else:
+            capacity = self._capacity(batch, indices.device)
+            packed = torch.full((capacity, sum(p.shape[1] for p in packed_rows)), 255, dtype=torch.uint8,
+                                device=indices.device)        # index bytes of 255 read as −1: padding
+            packed[:batch] = torch.cat(packed_rows, dim=1)
+            gathered = torch.empty((world * capacity, packed.shape[1]), dtype=torch.uint8, device=packed.device)
+            _all_gather(gathered, packed, self.group, world)
 
         columns = [p.shape[1] for p in packed_rows]
         parts = gathered.split(columns, dim=1)
         all_indices = _from_bytes(parts[0], indices.long())
         keep = first_occurrences(all_indices)
         return all_indices[keep], tuple(_from_bytes(p, r)[keep] for p, r in zip(parts[1:], rows))
+
+    def _gather_growable(self, packed: torch.Tensor, world: int) -> torch.Tensor:
+        """The packed rows of every rank (padding rows read as index −1), in one collective while the
+        rows fit the capacity; a header row carries each rank's row count, so that when one rank's
+        do not fit, every rank sees it and repeats the collective with room for them (1.25 × more)."""
+        capacity = self.growable_capacity
+        while True:
+            block = torch.full((capacity + 1, packed.shape[1]), 255, dtype=torch.uint8, device=packed.device)
+            block[0] = 0
+            block[0, :8] = _as_bytes(torch.tensor([packed.shape[0]], dtype=torch.long, device=packed.device), 1)[0]
+            fits = min(packed.shape[0], capacity)
+            block[1:1 + fits] = packed[:fits]
+            gathered = torch.empty((world * (capacity + 1), packed.shape[1]), dtype=torch.uint8, device=packed.device)
+            _all_gather(gathered, block, self.group, world)
+            headers = gathered[::capacity + 1, :8].contiguous().view(torch.long).reshape(world)
+            largest = int(headers.max())
+            if largest <= capacity:
+                keep = torch.ones(gathered.shape[0], dtype=torch.bool, device=gathered.device)
+                keep[::capacity + 1] = False                    # drop the header rows
+                return gathered[keep]
+            capacity = self.growable_capacity = max(largest, int(1.25 * largest))
 
     def _capacity(self, batch: int, device: torch.device) -> int:
         if self.capacity is None:

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CHECKPOINT_FORMAT", "CorruptCheckpointError", "content_digest", "load_checkpoint", "load_latest",
-           "previous_path", "remove_stale_temporaries", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CorruptCheckpointError", "atomic_write_text", "content_digest", "load_checkpoint",
+           "load_latest", "previous_path", "remove_stale_temporaries", "save_checkpoint"]
 
 CHECKPOINT_FORMAT = 2
 
@@ -111,6 +111,18 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def atomic_write_text(text: str, path: Path) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it: never a torn file (the
+    run's ``config.yaml``, ``metrics.jsonl`` and ``results.json`` are written so)."""
+    tmp = _temporary(path)
+    try:
+        tmp.write_text(text)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` and verify its digest.
 
@@ -146,7 +158,7 @@ def load_latest(path: Path, map_location: Any = "cpu") -> tuple[dict[str, Any], 
         FileNotFoundError: neither file exists.
         CorruptCheckpointError: no readable checkpoint (the message names both files).
     """
-    problems = []
+    problems: list[str] = []
     for candidate in (path, previous_path(path)):
         try:
             return load_checkpoint(candidate, map_location), candidate, ("; ".join(problems) or None)

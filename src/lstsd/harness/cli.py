@@ -29,9 +29,12 @@ import argparse
 import errno
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 import traceback
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -39,13 +42,15 @@ from typing import Any, Callable
 
 from ..methods import Method, available_methods, create_method
 from .config import (TrainConfig, apply_overrides, check_required, config_differences, load_config, parse_override,
-                     read_yaml)
+                     read_yaml, select_method_args)
+from .ddp import first_to_report
 from .errors import (ConfigError, ConfigNotFoundError, HarnessError, OutputError, ReportError, is_disk_full,
                      one_line)
 from .registry import available_datasets, available_models, dataset_entry, model_kind
 from .report import collect, cost_table, find_runs, paired_table, results_table, teacher_table, write_plots
+from .rundir import CHECKPOINT, CONFIG, METRICS, RESULTS, absolute, is_finished, resume_command
+from .runtime import Interrupted, hold_signals, resolve_device, same_precision, stop_on_signals
 
-CONFIG, CHECKPOINT, METRICS, RESULTS = "config.yaml", "checkpoint.pt", "metrics.jsonl", "results.json"
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 # Placeholder sizes to build a method before its data is loaded: enough to check its settings.
 _PLACEHOLDER_SAMPLES, _PLACEHOLDER_CLASSES = 8, 1000
@@ -63,10 +68,6 @@ class _Context:
 
     def command_line(self) -> str:
         return shlex.join(["lstsd", *self.argv])
-
-
-def _abs(path: str | os.PathLike) -> Path:
-    return Path(os.path.abspath(os.fspath(path)))
 
 
 # ----------------------------------------------------------------------------- presets
@@ -109,6 +110,34 @@ def _split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[st
     return shared, per_method
 
 
+def _apply_method_overrides(values: dict[str, Any], per_method: dict[str, list[str]]) -> dict[str, Any]:
+    """``values`` (a config with its ``method``) with the ``method_args.METHOD.KEY=VALUE`` overrides applied.
+
+    The run's ``method_args`` are first reduced to its method's own, flat (as a run's saved
+    ``config.yaml`` holds them), then the overrides of that method are set on top, so they win over
+    the file's values whichever form it uses. An override for another method would change nothing:
+    it is refused.
+
+    Example:
+        >>> saved = {"method": "lstsd", "method_args": {"generation_epochs": 1, "temperature": 2.0}}
+        >>> _apply_method_overrides(saved, {"lstsd": ["method_args.temperature=4"]})["method_args"]
+        {'generation_epochs': 1, 'temperature': 4}
+    """
+    if not per_method:
+        return values
+    method = values.get("method")
+    others = sorted(set(per_method) - {method})
+    if others:
+        raise ConfigError(f"--set method_args.{others[0]}.… does not apply: this run's method is {method}, so "
+                          f"{others[0]}'s settings would change nothing",
+                          f"drop it, set method={others[0]} as well, or write method_args.{method}.KEY=VALUE "
+                          f"(or method_args.KEY=VALUE) for {method}'s settings")
+    current = values.get("method_args") or {}
+    if isinstance(current, dict):   # anything else is refused by the config's own check
+        values = dict(values, method_args=select_method_args(dict(current), str(method)))
+    return apply_overrides(values, per_method.get(str(method), []))
+
+
 # ----------------------------------------------------------------------------- checks before a run
 def check_output_folder(folder: str | os.PathLike, fix: str) -> None:
     """Raise :class:`~lstsd.harness.errors.OutputError` unless ``folder`` exists as a writable folder
@@ -124,7 +153,7 @@ def check_output_folder(folder: str | os.PathLike, fix: str) -> None:
         ...
         lstsd.harness.errors.OutputError: cannot create the output folder .../file/run: .../file is a file — use --out
     """
-    target = _abs(folder)
+    target = absolute(folder)
     existing = target
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent
@@ -145,7 +174,6 @@ def _read_only_fs(path: Path) -> bool:
 def check_run(cfg: TrainConfig, fix: str) -> Method:
     """Check what can be checked before the data is loaded: the data set and model names, the device
     and the method's settings. Returns the method built with placeholder sizes (its settings resolved)."""
-    from .trainer import resolve_device
     try:
         dataset_entry(cfg.dataset)
         model_kind(cfg.model)
@@ -201,7 +229,7 @@ def describe_run(cfg: TrainConfig) -> str:
     shown = ", ".join(f"{k}={v}" for k, v in cfg.method_args.items()) or "its defaults"
     return (f"{cfg.name}: {cfg.dataset} ({subset}), model {model}, method {cfg.method} ({shown})"
             + f", {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}, seed {cfg.seed}, "
-              f"device {cfg.device}, precision {cfg.precision} -> {_abs(cfg.run_path())}")
+              f"device {cfg.device}, precision {cfg.precision} -> {absolute(cfg.run_path())}")
 
 
 def describe_steps(trainer: Any) -> str:
@@ -218,7 +246,7 @@ def _own_run_folder(config_path: Path) -> Path | None:
     """The run folder a ``config.yaml`` was written into (it holds the run's files), if it is one."""
     folder = config_path.parent
     if config_path.name == CONFIG and any((folder / f).exists() for f in (CHECKPOINT, METRICS, RESULTS)):
-        return _abs(folder)
+        return absolute(folder)
     return None
 
 
@@ -232,7 +260,8 @@ def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[i
     Every run's settings are checked (:func:`check_run`) before the first one trains; ``jobs`` runs
     go at once (:func:`run_plan`).
     """
-    warn = warn or (lambda message: print(f"lstsd compare: warning: {message}", file=sys.stderr))
+    _refuse_jobs_under_torchrun(jobs)
+    warn = warn or _on_stderr("lstsd compare: warning: ")
     preset = load_preset(preset_name)
     methods = methods or list(preset.get("methods", ["vanilla", "lstsd"]))
     if methods == ["all"]:
@@ -251,21 +280,46 @@ def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[i
                    keys=("dataset", "model"))
 
     # Every run's config and method, checked before anything trains.
-    plan: list[TrainConfig] = []
-    for method in methods:
-        for seed in seeds:
-            values = dict(base, method=method, seed=seed, name=f"{method}-seed{seed}",
-                          run_dir=str(root / f"{method}-seed{seed}"))
-            values["method_args"] = {**base.get("method_args", {}), **preset.get("method_args", {}).get(method, {})}
-            plan.append(load_config(None, shared + per_method.get(method, []), base=values))
+    plan = build_plan(preset, [PlanArm(method, method) for method in methods], seeds, root, shared, per_method)
     fix = "fix the preset's method_args or pass --set method_args.METHOD.KEY=VALUE"
     check_plan(plan, root, fix, warn)
     log(f"lstsd compare --preset {preset['name']}: {len(methods)} methods × {len(seeds)} seeds = {len(plan)} runs "
-        f"into {_abs(root)}")
+        f"into {absolute(root)}")
     runs = run_plan(plan, jobs=jobs, threads=threads, log=log, context=context)
     if not _main_process():
         return runs, ""   # under torchrun, rank 0 alone writes the plots
     return runs, _tables_and_plots(runs, root / "plots", methods=methods)
+
+
+@dataclass(frozen=True)
+class PlanArm:
+    """One arm of a comparison or sweep: its method, the name its runs start with (``lstsd`` gives
+    ``lstsd-seed0``...), and settings of its own (a sweep's grid point, as ``KEY=VALUE`` overrides)."""
+
+    method: str
+    name: str
+    overrides: tuple[str, ...] = ()
+
+
+def build_plan(preset: dict[str, Any], arms: list[PlanArm], seeds: list[int], root: Path, shared: list[str],
+               per_method: dict[str, list[str]]) -> list[TrainConfig]:
+    """The config of every arm × seed (in that order), each run in ``root/<arm name>-seed<seed>``.
+
+    A run's settings, later ones winning: the preset's ``config``, the preset's ``method_args`` of
+    its method, the ``shared`` overrides, the overrides of its method (``per_method``, from
+    ``method_args.METHOD.KEY=VALUE``), then the arm's own.
+    """
+    base = dict(preset.get("config", {}))
+    plan: list[TrainConfig] = []
+    for arm in arms:
+        for seed in seeds:
+            name = f"{arm.name}-seed{seed}"
+            values = dict(base, method=arm.method, seed=seed, name=name, run_dir=str(root / name))
+            values["method_args"] = {**base.get("method_args", {}),
+                                     **preset.get("method_args", {}).get(arm.method, {})}
+            plan.append(load_config(None, shared + per_method.get(arm.method, []) + list(arm.overrides),
+                                    base=values))
+    return plan
 
 
 def check_plan(plan: list[TrainConfig], root: Path, fix: str, warn: Callable[[str], None]) -> None:
@@ -293,7 +347,7 @@ def run_plan(plan: list[TrainConfig], *, jobs: int = 1, threads: int | None = No
     todo: list[RunRequest] = []
     for cfg in plan:
         run_dir = cfg.run_path()
-        if (run_dir / RESULTS).is_file():
+        if is_finished(run_dir):
             log(f"[{position[cfg.name]}] {cfg.name}: finished earlier, reused ({run_dir})")
             continue
         resume = (run_dir / CHECKPOINT).is_file()
@@ -333,7 +387,8 @@ def sweep(preset_name: str, *, grid: list[str] | None = None, method: str | None
     the run folders and the text of the table. The grid comes from ``grid`` or the preset's
     ``sweep: {grid: [...]}``; see :mod:`lstsd.harness.sweep` for the syntax."""
     from .sweep import collect_sweep, grid_points, parse_axis, point_label, point_overrides, sweep_plot, sweep_table
-    warn = warn or (lambda message: print(f"lstsd sweep: warning: {message}", file=sys.stderr))
+    _refuse_jobs_under_torchrun(jobs)
+    warn = warn or _on_stderr("lstsd sweep: warning: ")
     preset = load_preset(preset_name)
     spec = preset.get("sweep") or {}
     method = method or spec.get("method") or list(preset.get("methods", ["lstsd"]))[0]
@@ -348,17 +403,12 @@ def sweep(preset_name: str, *, grid: list[str] | None = None, method: str | None
     base = dict(preset.get("config", {}))
     shared, per_method = _split_overrides(overrides or [])
     points = grid_points(axes)
-    plan: list[TrainConfig] = []
+    arms = [PlanArm(method, f"{method}-{point_label(point)}", tuple(point_overrides(point))) for point in points]
+    plan = build_plan(preset, arms, seeds, root, shared, per_method)
     fix = "fix the --grid values or the preset's method_args"
-    for point in points:
-        for seed in seeds:
-            name = f"{method}-{point_label(point)}-seed{seed}"
-            values = dict(base, method=method, seed=seed, name=name, run_dir=str(root / name))
-            values["method_args"] = {**base.get("method_args", {}), **preset.get("method_args", {}).get(method, {})}
-            plan.append(load_config(None, shared + per_method.get(method, []) + point_overrides(point), base=values))
     check_plan(plan, root, fix, warn)
     log(f"lstsd sweep --preset {preset['name']}: {method}, {len(points)} grid points × {len(seeds)} seeds = "
-        f"{len(plan)} runs into {_abs(root)}")
+        f"{len(plan)} runs into {absolute(root)}")
     runs = run_plan(plan, jobs=jobs, threads=threads, log=log, context=context)
     if not _main_process():
         return runs, ""   # under torchrun, rank 0 alone writes the table and the plot
@@ -374,6 +424,25 @@ def _main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _on_stderr(prefix: str) -> Callable[[str], None]:
+    """A function that prints ``prefix + message`` on stderr, once per run: under ``torchrun`` every
+    process meets the same warnings and notes, so rank 0 alone prints them."""
+    def say(message: str) -> None:
+        if _main_process():
+            print(prefix + message, file=sys.stderr, flush=True)
+    return say
+
+
+def _refuse_jobs_under_torchrun(jobs: int) -> None:
+    """``--jobs`` > 1 under ``torchrun``: refused at once (the spawned runs would each wait forever for
+    a process group of their own)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and jobs != 1:
+        raise ConfigError(f"--jobs {jobs} under torchrun ({world} processes): torchrun's processes already "
+                          "share each run, one run at a time",
+                          "drop --jobs (or run several runs at once without torchrun: lstsd compare --jobs N)")
+
+
 def _file_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "_.-" else "_" for c in text)
 
@@ -383,9 +452,13 @@ def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
     saved_path = run_dir / CONFIG
     if not saved_path.is_file():
         return
-    diff = config_differences(read_yaml(saved_path), cfg.to_dict())
+    saved = read_yaml(saved_path)
+    diff = config_differences(saved, cfg.to_dict())
+    if "precision" in diff and same_precision(str(saved.get("precision", "auto")), cfg.precision,
+                                              resolve_device(cfg.device)):
+        diff.remove("precision")   # e.g. auto, which is fp32 on this CPU, and fp32: the same run
     if diff:
-        raise ConfigError(f"{_abs(run_dir)} holds a run with other settings ({', '.join(diff)} differ)",
+        raise ConfigError(f"{absolute(run_dir)} holds a run with other settings ({', '.join(diff)} differ)",
                           "pass --out with a fresh folder for this comparison")
 
 
@@ -393,9 +466,9 @@ def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
 def _default_plots_dir(paths: list[str], runs: list[Path]) -> Path:
     """``plots/`` in the comparison folder given, else beside the runs (in their common folder)."""
     if len(paths) == 1 and Path(paths[0]).is_dir() and not (Path(paths[0]) / RESULTS).exists() \
-            and all(_abs(r).parent == _abs(paths[0]) for r in runs):
-        return _abs(paths[0]) / "plots"
-    return Path(os.path.commonpath([str(_abs(r).parent) for r in runs])) / "plots"
+            and all(absolute(r).parent == absolute(paths[0]) for r in runs):
+        return absolute(paths[0]) / "plots"
+    return Path(os.path.commonpath([str(absolute(r).parent) for r in runs])) / "plots"
 
 
 def report(run_dirs: list[str], out_dir: str | None = None,
@@ -408,14 +481,17 @@ def report(run_dirs: list[str], out_dir: str | None = None,
     to that row, paired by seed (:func:`~lstsd.harness.report.paired_table`); ``teachers_epoch``
     (from 1) shows the teachers' diagnostics at that epoch instead of the last.
     """
-    note = note or (lambda message: print(f"lstsd report: note: {message}", file=sys.stderr))
+    note = note or _on_stderr("lstsd report: note: ")
     paths = [os.fspath(p) for p in run_dirs]
     runs, notes = find_runs(paths)
-    records = collect(runs, notes)
+    unreadable: list[ReportError] = []
+    records = collect(runs, notes, unreadable)
+    if not records and len(unreadable) == len(runs) == 1:
+        raise unreadable[0]          # the one run given cannot be read: that is the error
     for message in notes:
         note(message)
     if not records:
-        what = (f"{_abs(paths[0])} is not a finished run nor a folder of finished runs" if len(paths) == 1 else
+        what = (f"{absolute(paths[0])} is not a finished run nor a folder of finished runs" if len(paths) == 1 else
                 f"none of the {len(paths)} paths given is a finished run or a folder of finished runs")
         raise ReportError(what, "pass run folders that hold results.json, a comparison folder (lstsd compare "
                                 "--out DIR), or a glob such as runs/compare-quick/*")
@@ -426,21 +502,27 @@ def report(run_dirs: list[str], out_dir: str | None = None,
     paired = paired_table(records, against) if against else ""
     plots_dir = Path(out_dir) if out_dir else _default_plots_dir(paths, runs)
     check_output_folder(plots_dir, "pass --out DIR for the plots")
-    return _tables_and_plots_of(records, plots_dir, paired=paired, teachers_epoch=teachers_epoch, against=against)
+    return _tables_and_plots_of(records, plots_dir, paired=paired, teachers_epoch=teachers_epoch, against=against,
+                                note=note)
 
 
 def _tables_and_plots(run_dirs: list[str] | list[Path], plots_dir: Path, methods: list[str] | None = None) -> str:
     """The results and cost tables of finished runs, and the paths of their plots, written to ``plots_dir``."""
     notes: list[str] = []
     records = collect(run_dirs, notes)
+    note = _on_stderr("lstsd: note: ")
     for message in notes:
-        print(f"lstsd: note: {message}", file=sys.stderr)
-    return _tables_and_plots_of(records, plots_dir, methods)
+        note(message)
+    return _tables_and_plots_of(records, plots_dir, methods, note=note)
 
 
 def _tables_and_plots_of(records: list, plots_dir: Path, methods: list[str] | None = None, paired: str = "",
-                         teachers_epoch: int | None = None, against: str | None = None) -> str:
-    plots = write_plots(records, plots_dir)
+                         teachers_epoch: int | None = None, against: str | None = None,
+                         note: Callable[[str], None] | None = None) -> str:
+    notes: list[str] = []
+    plots = write_plots(records, plots_dir, notes=notes)
+    for message in notes:
+        (note or _on_stderr("lstsd: note: "))(message)
     tables = [results_table(records, methods=methods), paired, teacher_table(records, teachers_epoch),
               cost_table(records, against)]
     return "\n\n".join([t for t in tables if t] + ["Plots:\n" + "\n".join(f"  {p}" for p in plots)])
@@ -456,8 +538,10 @@ def _train(args: argparse.Namespace) -> None:
         overrides.append(f"data_dir={args.data_dir}")
     if args.download:
         overrides.append("download=true")
-    values = apply_overrides(read_yaml(config_path), overrides)
+    shared, per_method = _split_overrides(overrides)
+    values = apply_overrides(read_yaml(config_path), shared)
     check_required(values, str(config_path))
+    values = _apply_method_overrides(values, per_method)
     values.setdefault("name", config_path.stem)
     own = _own_run_folder(config_path)
     overridden = {parse_override(text)[0][0] for text in overrides}
@@ -469,30 +553,31 @@ def _train(args: argparse.Namespace) -> None:
     method = check_run(cfg, "fix method_args in the config file or pass --set method_args.KEY=VALUE")
     print(f"lstsd train: {describe_run(cfg)}", flush=True)
     for message in distillation_warnings(cfg, method):
-        print(f"lstsd train: warning: {message}", file=sys.stderr, flush=True)
+        _on_stderr("lstsd train: warning: ")(message)
     trainer = Trainer(cfg)
     print(f"lstsd train: {describe_steps(trainer)}", flush=True)
     results = trainer.fit(resume=args.resume)
-    print(f"finished: {results['final']} -> {_abs(cfg.run_path() / RESULTS)}")
+    print(f"finished: {results['final']} -> {absolute(cfg.run_path() / RESULTS)}")
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    """``--seeds 0,1,2`` as integers (``None`` when not given: the preset's seeds)."""
+    try:
+        return [int(s) for s in _csv(text) or []] if text else None
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r} is not a list of integers", "write it as --seeds 0,1,2") from None
 
 
 def _compare(args: argparse.Namespace) -> None:
-    try:
-        seeds = [int(s) for s in _csv(args.seeds)] if args.seeds else None
-    except ValueError:
-        raise ConfigError(f"--seeds {args.seeds!r} is not a list of integers", "write it as --seeds 0,1,2") from None
-    _, text = compare(args.preset, methods=_csv(args.methods), seeds=seeds, overrides=args.overrides,
+    _, text = compare(args.preset, methods=_csv(args.methods), seeds=_seeds(args.seeds), overrides=args.overrides,
                       out_dir=args.out, context=args.context, jobs=args.jobs, threads=args.threads)
     print("\n" + text)
 
 
 def _sweep(args: argparse.Namespace) -> None:
-    try:
-        seeds = [int(s) for s in _csv(args.seeds)] if args.seeds else None
-    except ValueError:
-        raise ConfigError(f"--seeds {args.seeds!r} is not a list of integers", "write it as --seeds 0,1,2") from None
-    _, text = sweep(args.preset, grid=args.grid or None, method=args.method, seeds=seeds, overrides=args.overrides,
-                    out_dir=args.out, context=args.context, jobs=args.jobs, threads=args.threads)
+    _, text = sweep(args.preset, grid=args.grid or None, method=args.method, seeds=_seeds(args.seeds),
+                    overrides=args.overrides, out_dir=args.out, context=args.context, jobs=args.jobs,
+                    threads=args.threads)
     print("\n" + text)
 
 
@@ -519,9 +604,7 @@ def _continue_hint(ctx: _Context) -> str:
         return ("run the same command again (finished runs are reused, an interrupted one resumes): "
                 + ctx.command_line())
     if ctx.run_dir is not None and (ctx.run_dir / CHECKPOINT).is_file() and (ctx.run_dir / CONFIG).is_file():
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        launcher = f"torchrun --nproc_per_node={world} -m lstsd.harness.cli" if world > 1 else "lstsd"
-        return f"continue with: {launcher} train --config {_abs(ctx.run_dir / CONFIG)} --resume"
+        return f"continue with: {resume_command(ctx.run_dir, int(os.environ.get('WORLD_SIZE', '1')))}"
     return f"no epoch was saved yet: run the same command again: {ctx.command_line()}"
 
 
@@ -544,12 +627,15 @@ def explain(err: BaseException, ctx: _Context) -> str | None:
     run = (f"{ctx.run_name} ({ctx.position}): " if ctx.command in ("compare", "sweep") and ctx.run_dir is not None
            else "")
     if is_disk_full(err):
-        where = getattr(err, "filename", None) or (_abs(ctx.run_dir) if ctx.run_dir else "the output folder")
+        where = getattr(err, "filename", None) or (absolute(ctx.run_dir) if ctx.run_dir else "the output folder")
         return f"{run}the disk is full (writing {where}) — free space there, then {_continue_hint(ctx)}"
     if isinstance(err, FloatingPointError):   # the trainer's divergence check (DivergedError is one too)
         return run + _with_fix(str(err), "lower lr or use precision=fp32, and start a new run")
     if isinstance(err, HarnessError):
         return run + str(err)
+    if isinstance(err, BrokenProcessPool):
+        return (f"a process making runs (--jobs) stopped abruptly (killed, or out of memory) — "
+                f"{_continue_hint(ctx)}")
     if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{run}cannot write {err.filename or 'the output'}: {err.strerror} — {_output_fix(ctx)}"
     if isinstance(err, (NotADirectoryError, IsADirectoryError)) or (
@@ -648,32 +734,76 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``lstsd`` command; return its exit status (0; 2 for a fault, printed as one line;
+    130 after Ctrl-C, 143 after SIGTERM, with the command that continues).
+
+    SIGTERM (``kill``, a scheduler, a container stop) is handled as Ctrl-C is: the step in progress
+    is abandoned and the last checkpoint kept. Under ``torchrun`` an error or warning is printed once
+    (not once per process), and each process ends without the interpreter's finalization
+    (:func:`_end_process`: docs/known_issues.md).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not _main_process():   # under torchrun only rank 0 prints (errors go to stderr)
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     args = build_parser().parse_args(argv)
     ctx = _Context(command=args.command, argv=argv)
     args.context = ctx
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    status = 0
     try:
-        args.func(args)
-    except KeyboardInterrupt:
+        with stop_on_signals():
+            args.func(args)
+    except KeyboardInterrupt as stop:
+        hold_signals()   # a second Ctrl-C or SIGTERM must not break off the report with a traceback
         if args.debug:
             traceback.print_exc()
         where = f" during {ctx.run_name}" + (f" ({ctx.position})" if ctx.position else "") if ctx.run_name else ""
-        print(f"lstsd {ctx.command}: error: interrupted{where} — {_continue_hint(ctx)}"
-              if ctx.command in ("train", "compare", "sweep")
-              else f"lstsd {ctx.command}: error: interrupted — run it again",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+        how = f" by {stop.name}" if isinstance(stop, Interrupted) else ""
+        if first_to_report():
+            print(f"lstsd {ctx.command}: error: interrupted{how}{where} — {_continue_hint(ctx)}"
+                  if ctx.command in ("train", "compare", "sweep")
+                  else f"lstsd {ctx.command}: error: interrupted{how} — run it again",
+                  file=sys.stderr, flush=True)
+        status = stop.exit_status if isinstance(stop, Interrupted) else EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - foreseeable faults become one line; the others re-raise
         message = explain(err, ctx)
         if message is None:
+            _end_process(None)
             raise
+        hold_signals()
         if args.debug:
             traceback.print_exc()
-        print(f"lstsd {ctx.command}: error: {message}", file=sys.stderr)
-        return EXIT_ERROR
-    return 0
+        if first_to_report():
+            print(f"lstsd {ctx.command}: error: {message}", file=sys.stderr, flush=True)
+        status = EXIT_ERROR
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for s, handler in handlers.items():
+                signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+    _end_process(status)
+    return status
+
+
+def _end_process(status: int | None) -> None:
+    """Under ``torchrun``, end this process now with ``status`` (``None``: an unforeseen error, which
+    goes on to its traceback), after flushing the output: skipping the interpreter's finalization
+    is what keeps gloo's worker threads from aborting the process after the run
+    (``terminate called without an active exception``: docs/known_issues.md). The process group is
+    destroyed first when every process finished its work."""
+    import torch.distributed as dist
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not (dist.is_available() and dist.is_initialized()):
+        return
+    if status == 0:
+        dist.destroy_process_group()
+    if status is None:
+        return
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -76,8 +76,8 @@ class TrainConfig:
     # optimisation
     epochs: int = 164
     batch_size: int = 128
-    # 128, not 1000: on a CPU a ResNet-8 evaluates ~2.5x faster in batches of 128, whose activations
-    # stay in cache (benchmarks/eval_batch.py); a GPU barely notices. Each output is per sample.
+    # 128, not 1000: on a CPU the activations of small batches stay in cache, which is faster
+    # (docs/performance.md, benchmarks/eval_batch.py). Each output is per sample.
     eval_batch_size: int = 128
     eval_every: int = 1                       # evaluate every k epochs, and always after the last
     optimizer: str = "sgd"
@@ -141,7 +141,7 @@ class TrainConfig:
         return Path(self.run_dir or Path(self.out_dir) / self.name)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a plain dict, refusing unknown keys and values of the wrong type."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)

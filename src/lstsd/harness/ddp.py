@@ -5,6 +5,10 @@ trainer needs (PyTorch's own DDP does the gradients; :mod:`lstsd.distributed` ke
 ``LOCAL_RANK``; :func:`init_processes` starts the process group from them: nccl when the run is on
 CUDA (each process on ``cuda:LOCAL_RANK``), gloo on the CPU. Started any other way, it is one process.
 
+When a process of the run dies (killed, crashed, out of memory), the others' next collective fails;
+:func:`lost_peer` tells that failure from other errors, so the trainer can say what happened and how
+to resume. :func:`first_to_report` lets one process, not every one, print an error.
+
 Example:
     >>> procs = Processes()            # a single process: every collective is the identity
     >>> procs.main, procs.sum(torch.tensor([2.0])).item(), procs.gather_objects("x")
@@ -14,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +27,11 @@ import torch.distributed as dist
 
 from ..distributed import sum_over_processes
 
-__all__ = ["Processes", "init_processes"]
+__all__ = ["Processes", "first_to_report", "init_processes", "lost_peer", "peer_failure"]
+
+# What gloo (and the TCP store) say when the process at the other end of a connection is gone.
+_LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing", "Broken pipe",
+              "pair closure", "Connection refused")
 
 
 @dataclass(frozen=True)
@@ -90,3 +99,48 @@ def init_processes(device: str = "auto") -> tuple[Processes, str]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     return Processes(dist.get_rank(), dist.get_world_size(), local_rank), device
+
+
+def lost_peer(err: BaseException) -> bool:
+    """Whether ``err`` (raised by a collective) means another process of the run is gone.
+
+    Example:
+        >>> lost_peer(RuntimeError("[pair.cc:553] Connection closed by peer [127.0.0.1]:4258. This is typically ..."))
+        True
+        >>> lost_peer(RuntimeError("CUDA out of memory"))
+        False
+    """
+    network_error = getattr(dist, "DistNetworkError", None)
+    if network_error is not None and isinstance(err, network_error):
+        return True
+    return isinstance(err, RuntimeError) and any(words in str(err) for words in _LOST_PEER)
+
+
+def peer_failure(err: BaseException) -> str:
+    """The part of a lost-peer error worth quoting: ``Connection closed by peer [127.0.0.1]:4258``.
+
+    Example:
+        >>> peer_failure(RuntimeError("[../gloo/pair.cc:553] Connection closed by peer [127.0.0.1]:4258. This is ..."))
+        'Connection closed by peer [127.0.0.1]:4258'
+    """
+    text = str(err)
+    for words in _LOST_PEER:
+        found = re.search(re.escape(words) + r"(?: \[[^\]]*\]:\d+)?", text)
+        if found:
+            return found.group(0)
+    return text.splitlines()[0][:160] if text else type(err).__name__
+
+
+def first_to_report() -> bool:
+    """Whether this process should print an error: always in a single process; under ``torchrun``,
+    once per run — the first process to ask (counted in the run's store, which outlives any one
+    process), or rank 0 before the process group exists (then every process meets the same checks)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return True
+    if not (dist.is_available() and dist.is_initialized()):
+        return int(os.environ.get("RANK", "0")) == 0
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        return int(store.add("lstsd/errors_reported", 1)) == 1
+    except Exception:  # noqa: BLE001 - the store is gone too: better twice than never
+        return True

@@ -13,6 +13,13 @@ Runs made with ``--jobs 2`` on 2 cores (1 thread each) equal sequential runs mad
 ``--threads 1``, not those made with 2 threads. The thread count
 is recorded in each run's ``results.json`` (``cost.threads``).
 
+Stopping (Ctrl-C, SIGTERM, or SIGINT to this process alone): the workers are started with SIGINT
+and SIGTERM ignored, so no signal breaks one off while it starts or waits for work; during a run
+either signal stops that run as Ctrl-C does (the step abandoned, the last checkpoint kept). This
+process, when stopped, cancels the runs not started, stops the ones going (it signals their
+workers itself, so a signal sent to it alone stops them too) and waits for them before it
+reports; their interruptions come back as results, with no traceback printed by a worker.
+
 Example:
     >>> threads_per_job(jobs=1, cores=2), threads_per_job(jobs=2, cores=2), threads_per_job(jobs=3, cores=8)
     (2, 1, 2)
@@ -20,12 +27,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +69,9 @@ def threads_per_job(jobs: int, cores: int | None = None) -> int:
 
 
 _ORPHANED = threading.Event()   # set in a pool worker whose parent process is gone
+_RUNNING = threading.Event()    # set in a pool worker while it makes a run (and until a signal stops it)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_POOL_STOPPED: Any = None       # in a pool worker: the parent's event "stop: start no more runs"
 
 
 def _run_in_worker(request: RunRequest, threads: int) -> dict[str, Any]:
@@ -68,18 +79,38 @@ def _run_in_worker(request: RunRequest, threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     from .config import TrainConfig
     from .trainer import Trainer
+    _RUNNING.set()
+    if _POOL_STOPPED is not None and _POOL_STOPPED.is_set():
+        _RUNNING.clear()
+        raise KeyboardInterrupt   # queued before the stop: never started (its folder is not even made)
     try:
         return Trainer(TrainConfig.from_dict(request.config), log=None).fit(resume=request.resume)
     finally:
+        _RUNNING.clear()
         if _ORPHANED.is_set():
             os._exit(1)   # stopped because the parent is gone: nobody is left to report to
 
 
-def _init_worker(threads: int) -> None:
+def _stop_the_run(signum: int, frame: Any) -> None:
+    """A worker's SIGINT and SIGTERM: stop the run in progress as Ctrl-C does (the interruption goes
+    back to the parent as the run's result); between runs, nothing (the parent stops the pool)."""
+    if _RUNNING.is_set():
+        _RUNNING.clear()   # once: a second signal must not break off the run's own clean-up
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        from .runtime import Interrupted
+        raise Interrupted(signum)
+
+
+def _init_worker(threads: int, stopped: Any = None) -> None:
+    global _POOL_STOPPED
+    _POOL_STOPPED = stopped
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
-    # A pool started from a background shell inherits SIGINT ignored: make Ctrl-C stop a run again.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Started with SIGINT and SIGTERM ignored (run_all), whatever the shell left them as: from now on
+    # they stop a run in progress and nothing else.
+    for s in _STOP_SIGNALS:
+        signal.signal(s, _stop_the_run)
     threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), daemon=True,
                      name="lstsd-parent-watch").start()
 
@@ -91,9 +122,49 @@ def _stop_when_orphaned(parent: int, poll_s: float = 1.0, grace_s: float = 30.0)
     while os.getppid() == parent:
         time.sleep(poll_s)
     _ORPHANED.set()
+    if not _RUNNING.is_set():
+        os._exit(1)   # idle: nothing to stop
     os.kill(os.getpid(), signal.SIGINT)   # KeyboardInterrupt in the run: it stops as on Ctrl-C
     time.sleep(grace_s)
-    os._exit(1)   # idle, or the run did not stop in time
+    os._exit(1)   # the run did not stop in time
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """SIGINT and SIGTERM ignored while processes are started (they inherit that through ``exec``,
+    and a blocked signal mask they do not), so a new worker gets none before it can handle them.
+    Only for the moment the workers take to start; this process handles both again on leaving."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+def _stop_pool(pool: ProcessPoolExecutor, futures: dict[Any, int], stopped: Any) -> None:
+    """Cancel the runs not started (``stopped``, an event the workers check before each run: the pool
+    hands a worker its next run before it asks), stop the ones going (their workers get SIGINT: a run
+    stops at its next step, keeping its last checkpoint), and wait for the workers to end."""
+    from .runtime import hold_signals
+    handlers = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
+    hold_signals()   # a second Ctrl-C must not break off the stopping, leaving runs going
+    try:
+        stopped.set()
+        for future in futures:
+            future.cancel()
+        for process in list(getattr(pool, "_processes", {}).values()):
+            try:
+                os.kill(process.pid, signal.SIGINT)
+            except (ProcessLookupError, AttributeError, TypeError):
+                pass
+        pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
 def run_all(requests: Sequence[RunRequest], *, jobs: int = 1, threads: int | None = None,
@@ -124,20 +195,29 @@ def run_all(requests: Sequence[RunRequest], *, jobs: int = 1, threads: int | Non
         return results  # type: ignore[return-value]
     threads = threads or auto
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
-        futures = {pool.submit(_run_in_worker, request, threads): k for k, request in enumerate(requests)}
+    stopped = context.Event()
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
+                               initargs=(threads, stopped))
+    futures: dict[Any, int] = {}
+    try:
+        with _signals_ignored():   # the workers are started here (submit), ignoring the signals
+            for k, request in enumerate(requests):
+                futures[pool.submit(_run_in_worker, request, threads)] = k
         pending = set(futures)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            # With a timeout: a signal that the OS hands to one of the pool's threads sets Python's flag
+            # but leaves this thread blocked in an untimed wait, so it would never be acted on.
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_EXCEPTION)
             for future in done:
                 k = futures[future]
                 error = future.exception()
                 if error is not None:
-                    for other in pending:
-                        other.cancel()
                     raise error
                 results[k] = future.result()
                 if on_done is not None:
                     on_done(requests[k], results[k])
+    except BaseException:
+        _stop_pool(pool, futures, stopped)   # a failed run, or this process stopped: the other runs stop too
+        raise
+    pool.shutdown(wait=True)
     return results  # type: ignore[return-value]

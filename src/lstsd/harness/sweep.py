@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .rundir import read_results
 
 __all__ = ["Axis", "grid_points", "parse_axis", "point_label", "point_overrides", "sweep_plot", "sweep_table"]
 
@@ -103,12 +104,13 @@ class SweepResult:
 
 def collect_sweep(points: list[tuple[tuple[str, Any], ...]], run_dirs: list[list[Path]],
                   split: str = "test") -> list[SweepResult]:
-    """Read each run's ``results.json`` (its headline metric on ``split``)."""
+    """Each run's headline metric on ``split``, from its ``results.json``
+    (:func:`~lstsd.harness.rundir.read_results`)."""
     out = []
     for point, dirs in zip(points, run_dirs):
         values, metric = [], "accuracy"
         for d in dirs:
-            results = json.loads((Path(d) / "results.json").read_text())
+            results = read_results(d)
             metric = results["metrics"][0]
             values.append(results["final"][f"{split}_{metric}"])
         out.append(SweepResult(point, values, metric))
@@ -162,7 +164,8 @@ def sweep_plot(results: list[SweepResult], axes: list[Axis], path: Path, *, titl
     ax.grid(alpha=0.3)
     if any(lines):
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    from .report.plots import fit_texts
+    fit_texts(fig)
     os.makedirs(path.parent, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

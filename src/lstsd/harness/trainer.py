@@ -1,7 +1,8 @@
 """The trainer: one run of any registered method, with exact resume, in one process or under torchrun.
 
-A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON row per
-epoch with every loss component, learning rate, evaluation metrics and timings; its ``epoch`` key
+A run directory (:mod:`lstsd.harness.rundir`) holds ``config.yaml`` (the resolved config),
+``metrics.jsonl`` (one JSON row per epoch with every loss component ``loss_<part>`` and its weight
+``weight_<part>`` in the total, learning rate, evaluation metrics and timings; its ``epoch`` key
 is 0-based, messages and plots say "epoch 1/E"), ``checkpoint.pt`` (written atomically every epoch
 with a digest of its content, the one it replaces kept as ``checkpoint.prev.pt``: model, optimizer,
 scheduler, grad scaler, method state with its banks, every process's RNG states, epoch; see
@@ -30,138 +31,32 @@ Example (LSTSD on 200 digits with a tiny ResNet: a few seconds on a CPU):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import random
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..methods import Method, create_method
-from .checkpoint import load_latest, previous_path, remove_stale_temporaries, save_checkpoint
+from .checkpoint import atomic_write_text, load_latest, previous_path, remove_stale_temporaries, save_checkpoint
 from .config import TrainConfig, config_differences
 from .data import DatasetSplits, IndexedTensorLoader, TensorSplit, random_crop_flip
-from .ddp import init_processes
+from .ddp import init_processes, lost_peer, peer_failure
 from .errors import DiskFullError, DivergedError, RunError, is_disk_full
 from .metrics import compute_metrics
+from .optim import build_optimizer, step_decay_schedule
+from .rundir import CHECKPOINT, CONFIG, METRICS, RESULTS, resume_command
+from .runtime import (Progress, autocast, resolve_device, resolve_precision, rng_state, same_precision, seed_everything,
+                      set_rng_state)
 from .task import Task
 from .tasks import build_task
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
-RESULTS = "results.json"
-CONFIG = "config.yaml"
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use device=auto or cpu")
-    return device
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: bf16 autocast on CUDA GPUs that support it, fp16 AMP on other GPUs; on the CPU, bf16
-    autocast only where the CPU computes bf16 natively (AVX512-BF16 or AMX), else fp32.
-
-    Without native bf16 the CPU emulates it: a ResNet-8 epoch took 85 s in bf16 against 9.4 s in
-    fp32 on an AVX2 AMD EPYC. ``precision=bf16`` asks for it anyway.
-    """
-    if precision != "auto":
-        if precision == "fp16" and device.type != "cuda":
-            raise ValueError("precision fp16 (AMP with loss scaling) needs CUDA; use bf16 or fp32 on CPU")
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX"):
-        return "bf16"
-    return "fp32"
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it: never a torn file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-
-
-def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                               nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
-    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def step_decay_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-                        steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """The paper's schedule, stepped per iteration: ×``lr_gamma`` at each milestone fraction.
-
-    Milestones fall on epoch boundaries (``round(f · epochs)`` epochs).
-    """
-    milestones = sorted({round(f * cfg.epochs) * steps_per_epoch for f in cfg.lr_milestones} - {0})
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.lr_gamma)
-
-
-class Progress:
-    """A tqdm bar over the steps of an epoch when stderr is a terminal; otherwise (``auto``) one
-    line per epoch on stderr when nothing else reports the epochs, so a run writing to a log file
-    shows that it is alive."""
-
-    def __init__(self, mode: str, *, epochs_reported: bool = True) -> None:
-        self.enabled = mode == "bar" or (mode == "auto" and sys.stderr.isatty())
-        self.lines = mode == "auto" and not self.enabled and not epochs_reported
-
-    def wrap(self, iterable: Any, total: int, description: str) -> Any:
-        if not self.enabled:
-            return contextlib.nullcontext(iterable)
-        from tqdm.auto import tqdm
-        return tqdm(iterable, total=total, desc=description, leave=False, dynamic_ncols=True)
-
-    def epoch_done(self, line: str) -> None:
-        if self.lines:
-            print(line, file=sys.stderr, flush=True)
+# Progress and autocast lived here: tests and benchmarks still import them from this module.
+__all__ = ["Progress", "Trainer", "autocast", "teacher_summary"]
 
 
 class Trainer:
@@ -227,11 +122,13 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
+        self._saved_epoch: int | None = None    # the last epoch whose checkpoint is known written
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self, epoch: int) -> dict[str, Any]:
         """Everything needed to continue exactly (every process's RNG states: call on all of them)."""
         return {"epoch": epoch, "world_size": self.procs.world_size, "config": self.cfg.to_dict(),
+                "precision": self.precision,    # as resolved (auto: bf16 or fp32...): what a resume compares
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "method": self.method.state_dict(), "rng": self.procs.gather_objects(rng_state()),
@@ -256,13 +153,14 @@ class Trainer:
                 error = DiskFullError if full else RunError
                 raise error(f"{what} while saving the checkpoint of epoch {epoch + 1}; {kept}",
                             f"free space (or fix the folder), then resume with: {self.resume_command()}") from err
+            self._saved_epoch = epoch          # written: whatever happens to the other processes now
         self.procs.barrier()
+        self._saved_epoch = epoch
         return path
 
     def resume_command(self) -> str:
-        launcher = (f"torchrun --nproc_per_node={self.procs.world_size} -m lstsd.harness.cli"
-                    if self.procs.distributed else "lstsd")
-        return f"{launcher} train --config {(self.run_dir / CONFIG).resolve()} --resume"
+        """The command that continues this run from its checkpoint (:func:`~lstsd.harness.rundir.resume_command`)."""
+        return resume_command(self.run_dir, self.procs.world_size)
 
     def load_checkpoint(self, path: str | os.PathLike) -> int:
         """Restore everything from ``path`` (or, if it is unreadable, its ``.prev``); return the next epoch.
@@ -281,6 +179,10 @@ class Trainer:
             self.log(f"warning: {problem}; resuming from {used.name} (epoch {int(state['epoch']) + 1}) instead")
         saved, now = state["config"], self.cfg.to_dict()
         diff = config_differences(saved, now)
+        # precision=auto resolved to what is asked now (fp32 on this CPU, say) is the same precision.
+        saved_precision = state.get("precision") or saved.get("precision", "auto")
+        if "precision" in diff and same_precision(saved_precision, self.precision, self.device):
+            diff.remove("precision")
         if diff:
             listing = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in diff)
             raise ValueError(f"{used} comes from another run ({listing}). Resume with the run's own config "
@@ -307,6 +209,9 @@ class Trainer:
             remove_stale_temporaries(self.run_dir)
         if resume:
             self.start_epoch = self.load_checkpoint(checkpoint)
+            self._saved_epoch = self.start_epoch - 1
+            if self.start_epoch >= self.cfg.epochs:
+                return self._finished_already()
             self.log(f"resuming {self.run_dir} at epoch {self.start_epoch + 1}/{self.cfg.epochs}")
         elif checkpoint.exists() or previous_path(checkpoint).exists():
             raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it, or choose "
@@ -317,22 +222,62 @@ class Trainer:
             atomic_write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False), self.run_dir / CONFIG)
             self._write_metrics()
         progress = Progress(self.cfg.progress, epochs_reported=self.reports_epochs)
-        for epoch in range(self.start_epoch, self.cfg.epochs):
-            row = self.train_epoch(epoch, progress)
-            if (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs:
-                row.update(self.evaluate())
-            self.history.append(row)
-            self.save_checkpoint(epoch)
+        epoch = self.start_epoch
+        try:
+            for epoch in range(self.start_epoch, self.cfg.epochs):
+                row = self.train_epoch(epoch, progress)
+                if (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs:
+                    row.update(self.evaluate())
+                self.history.append(row)
+                self.save_checkpoint(epoch)
+                if self.procs.main:
+                    self._write_metrics()
+                self.log(self._epoch_line(row))
+                if self.procs.main:
+                    progress.epoch_done(self._epoch_line(row))
+            results = self.results()
+            if self.procs.main:
+                atomic_write_text(json.dumps(results, indent=2), self.run_dir / RESULTS)
+            self.procs.barrier()
+        except RuntimeError as err:
+            if self.procs.distributed and lost_peer(err):
+                raise self._lost_peer_error(err, epoch) from err
+            raise
+        return results
+
+    def _finished_already(self) -> dict[str, Any]:
+        """``--resume`` of a run that trained all its epochs: nothing to train. Its results, written
+        again from the final checkpoint if a crash lost them (or its metrics' last row)."""
+        path = self.run_dir / RESULTS
+        results: Any = None
+        if path.is_file():
+            try:
+                results = json.loads(path.read_text())
+            except (OSError, ValueError):
+                results = None
+        if not isinstance(results, dict) or "final" not in results:
+            results = self.results()
             if self.procs.main:
                 self._write_metrics()
-            self.log(self._epoch_line(row))
-            if self.procs.main:
-                progress.epoch_done(self._epoch_line(row))
-        results = self.results()
-        if self.procs.main:
-            atomic_write_text(json.dumps(results, indent=2), self.run_dir / RESULTS)
+                atomic_write_text(json.dumps(results, indent=2), path)
+        self.log(f"{self.run_dir} has finished all {self.cfg.epochs} epochs already: nothing to resume "
+                 f"(its results: {path})")
         self.procs.barrier()
         return results
+
+    def _lost_peer_error(self, err: BaseException, epoch: int) -> RunError:
+        """What to say when another process of the run is gone: which, where the run stands, how to resume."""
+        others = [r for r in range(self.procs.world_size) if r != self.procs.rank]
+        peer = f"rank {others[0]}" if len(others) == 1 else "another process"
+        what = (f"process rank {self.procs.rank} of {self.procs.world_size} lost {peer} of the run during epoch "
+                f"{epoch + 1}/{self.cfg.epochs} ({peer} stopped: killed, crashed or out of memory; "
+                f"{peer_failure(err)})")
+        if self._saved_epoch is None or self._saved_epoch < 0:
+            return RunError(f"{what}; no checkpoint was written yet",
+                            f"start the run again: {self.resume_command().removesuffix(' --resume')}")
+        later = "" if self.procs.main else " or a later one"
+        return RunError(f"{what}; the checkpoint of epoch {self._saved_epoch + 1}{later} in {self.run_dir} is intact",
+                        f"continue with: {self.resume_command()}")
 
     def train_epoch(self, epoch: int, progress: Progress) -> dict[str, Any]:
         cfg, model, method = self.cfg, self.model, self.method
@@ -373,6 +318,9 @@ class Trainer:
             for buffer in model.buffers():
                 torch.distributed.broadcast(buffer, 0)
         teachers = method.teacher_diagnostics(self.procs.sum if self.procs.distributed else None)
+        # Each loss part's weight at the epoch's last step (constant within an epoch; the same on every
+        # process), read before end_epoch moves the method on: the report weights the parts with it.
+        weights = {name: float(value) for name, value in method.loss_weights().items()}
         method.end_epoch(model)
         names = sorted(sums)
         totals = self.procs.sum(torch.stack([correct.double(), torch.tensor(float(seen), device=self.device),
@@ -390,6 +338,7 @@ class Trainer:
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_seconds": train_seconds,
                                "train_accuracy": 100 * float(totals[0].item()) / total_seen}
         row.update({f"loss_{k}": float(v) / total_seen for k, v in zip(names, totals[3:].tolist())})
+        row.update({f"weight_{k}": v for k, v in weights.items()})   # total = Σ weight_k × loss_k
         row.update({f"teacher_{k}": v for k, v in teachers.items()})   # lstsd.diagnostics, per teacher
         return row
 
@@ -477,14 +426,3 @@ def teacher_summary(history: list[dict[str, Any]]) -> dict[str, dict[str, float]
                 values.setdefault(key.removeprefix("teacher_"), []).append(value)
     return {k: {"last": v[-1], "mean": sum(v) / len(v), "epochs": len(v)} for k, v in values.items()}
 
-
-def iterate_runs(run_dirs: list[str | os.PathLike]) -> Iterator[tuple[Path, dict[str, Any], list[dict[str, Any]]]]:
-    """``(run_dir, results, metrics rows)`` of finished runs; a clear error for unfinished ones."""
-    for run_dir in map(Path, run_dirs):
-        results_path = run_dir / RESULTS
-        if not results_path.is_file():
-            raise FileNotFoundError(f"{run_dir} has no {RESULTS}: it is not a finished run (resume it with "
-                                    f"lstsd train --config {run_dir / CONFIG} --resume)")
-        results = json.loads(results_path.read_text())
-        rows = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines() if line.strip()]
-        yield run_dir, results, rows

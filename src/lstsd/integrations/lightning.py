@@ -228,8 +228,10 @@ class LSTSDCallback(_Callback):
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         teachers = self._driver.end(self.network_of(pl_module))
         if teachers and self.log_teachers:      # already summed over the ranks: the same on every rank
+            # Synced so that Lightning does not warn once per key under DDP; the max over ranks of
+            # values that are equal on every rank is that value, exactly (a mean could round).
             pl_module.log_dict({f"teacher/{k}": float(v) for k, v in teachers.items()}, on_step=False,
-                               on_epoch=True)
+                               on_epoch=True, sync_dist=trainer.world_size > 1, reduce_fx="max")
 
     def state_dict(self) -> dict[str, Any]:
         if self._driver.pending is not None:     # restored but not applied yet: keep it as it was

@@ -19,10 +19,18 @@ What it takes care of:
 * **No bank writes outside training.** The Trainer's evaluation and prediction also call
   ``compute_loss``; there (the model in eval mode) the loss is plain cross-entropy and the method
   is not called.
-* **The loss is scaled once under gradient accumulation.** The method's loss is a per-batch mean
-  that ignores ``num_items_in_batch``; the Trainer is told so (``model_accepts_loss_kwargs =
-  False``, ``loss_is_scaled_for_ga = False``), so ``training_step`` divides it by the
-  accumulation steps exactly once, whatever the model's ``forward`` accepts.
+* **The loss is scaled once under gradient accumulation.** For a classifier the method's loss is
+  a per-batch mean that ignores ``num_items_in_batch``; the Trainer is told so
+  (``model_accepts_loss_kwargs = False``, ``loss_is_scaled_for_ga = False``), so ``training_step``
+  divides it by the accumulation steps exactly once, whatever the model's ``forward`` accepts. For
+  a causal LM the loss is the sum over the batch's supervised tokens divided by the tokens of the
+  whole accumulated batch (``num_items_in_batch``), as the model's own loss is, and is not divided
+  again.
+* **Causal language models** get per-token targets (:mod:`lstsd.tokens`): the vocabulary size is
+  read from the model's output layer (not ``config.num_labels``), and a method that cannot take
+  per-token logits is refused when the trainer is built.
+* **Logging.** Beside the training loss, the mean of the method's loss parts since the last log
+  (``lstsd/ce``, ``lstsd/long``, ``lstsd/short``, ...).
 * **Checkpoints.** The Trainer saves callback state as JSON, which cannot hold banks: the
   method's full state (and the epoch open at that step) goes to ``lstsd_method.pt`` in each
   ``checkpoint-N`` folder, and ``train(resume_from_checkpoint=...)`` restores it. The Trainer
@@ -70,7 +78,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..losses import cross_entropy
-from ..methods import Method
+from ..methods import Method, method_class
+from ..tokens import causal_lm_cross_entropy
 from ._common import MethodDriver, build_method, import_framework, steps_per_epoch
 
 _hf = import_framework("transformers", extra="transformers")
@@ -171,6 +180,22 @@ class _MethodHooks(_TrainerCallback):
             self.trainer.log({f"teacher/{k}": float(v) for k, v in teachers.items()})
 
 
+def is_causal_lm(model: nn.Module) -> bool:
+    """Whether ``model`` is a causal language model (an ``…ForCausalLM``, PEFT's wrapper of one included)."""
+    return type(model).__name__.endswith("ForCausalLM")
+
+
+def vocabulary_size(model: nn.Module) -> int | None:
+    """The width of a language model's output layer (the vocabulary its logits cover), else ``None``."""
+    get = getattr(model, "get_output_embeddings", None)
+    layer = get() if callable(get) else None
+    weight = getattr(layer, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+        return int(weight.shape[0])
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    return int(size) if size else None
+
+
 class LSTSDTrainer(_Trainer):
     """A ``transformers.Trainer`` that trains with a registered method's loss.
 
@@ -180,8 +205,16 @@ class LSTSDTrainer(_Trainer):
             :class:`lstsd.Method`.
         method_settings: the method's settings (``{"generation_epochs": 2, "temperature": 1.0}``).
         num_samples: training-set size; default ``len(train_dataset)``.
-        num_classes: class count; default ``model.config.num_labels``.
+        num_classes: class count; default ``model.config.num_labels``, or for a causal LM the width of
+            its output layer (the vocabulary).
         index_column: the column holding each training row's index (:func:`add_index_column`).
+
+    **Causal language models** (``AutoModelForCausalLM``, also wrapped by PEFT): the method works per
+    token (``per_token=True`` is set for a method given by name: ``lstsd``, its ablations, ``ps_kd``;
+    ``vanilla`` and ``label_smoothing`` take sequences as they are), on the supervised tokens of each
+    example (labels not -100, after the causal shift). The loss is normalised as the model's own:
+    over the tokens of the whole accumulated batch (``num_items_in_batch``), so under gradient
+    accumulation it equals the model's loss exactly; evaluation reports the model's own loss.
 
     The method is ``trainer.method``; its state is saved as ``lstsd_method.pt`` in every
     checkpoint folder and restored by ``train(resume_from_checkpoint=...)``. At the end of each
@@ -189,9 +222,9 @@ class LSTSDTrainer(_Trainer):
     ``teacher/short_kl``, … (``trainer.state.log_history`` and the report_to integrations).
     """
 
-    # The method's loss is a per-batch mean that ignores num_items_in_batch: training_step must
+    # A classifier's loss is a per-batch mean that ignores num_items_in_batch: training_step must
     # divide it by the accumulation steps (transformers >= 5 reads this; older versions read
-    # model_accepts_loss_kwargs, set to False in __init__).
+    # model_accepts_loss_kwargs, set to False in __init__). A causal LM's is normalised already.
     loss_is_scaled_for_ga = False
     lr_scheduler: Any   # the Trainer's; create_scheduler sets the method's own
 
@@ -208,10 +241,29 @@ class LSTSDTrainer(_Trainer):
         self.index_column = index_column
         if num_samples is None and self.train_dataset is not None and hasattr(self.train_dataset, "__len__"):
             num_samples = len(self.train_dataset)
-        if num_classes is None:
+        self.causal_lm = is_causal_lm(self.model)
+        settings = dict(method_settings or {})
+        if self.causal_lm:
+            num_classes = vocabulary_size(self.model) if num_classes is None else num_classes
+            if isinstance(method, str) and method_class(method).takes_per_token:
+                settings.setdefault("per_token", True)
+        elif num_classes is None:
             num_classes = getattr(getattr(self.model, "config", None), "num_labels", None)
         self.method = build_method(method, num_samples=num_samples, num_classes=num_classes,
-                                   settings=method_settings, where="LSTSDTrainer")
+                                   settings=settings or None, where="LSTSDTrainer")
+        if (not self.method.accepts_sequences) if self.causal_lm else getattr(self.method, "per_token", False):
+            raise ValueError(
+                f"LSTSDTrainer: method {self.method.name!r} cannot take a causal LM's per-token logits; use lstsd, "
+                "lstsd_wo_long, lstsd_wo_short, ps_kd, label_smoothing or vanilla" if self.causal_lm else
+                f"LSTSDTrainer: method {self.method.name!r} was built for a causal LM's per-token logits "
+                f"(per_token=True) but {type(self.model).__name__} is not a causal LM")
+        if self.causal_lm:
+            # The loss is normalised by the tokens of the whole accumulated batch, as the model's own
+            # loss is: the Trainer counts them (model_accepts_loss_kwargs) and divides by nothing more.
+            self.model_accepts_loss_kwargs = True
+            self.loss_is_scaled_for_ga = True
+        self._components: dict[str, torch.Tensor] = {}     # sums of the loss's parts since the last log
+        self._component_steps = 0
         self._driver = MethodDriver(
             self.method, where="LSTSDTrainer",
             fix="pass train(resume_from_checkpoint=...) with a checkpoint of an LSTSDTrainer run to continue it, or "
@@ -310,12 +362,33 @@ class LSTSDTrainer(_Trainer):
                              "sets need the class labels (a 'label' or 'labels' column)")
         outputs = model(**inputs)
         logits = _logits(outputs)
+        items = num_items_in_batch if self.causal_lm else None
         if model.training:
             self._driver.check_loss_call(indices, inputs)
-            loss = self.method.loss(logits, labels, indices, model=self.network, inputs=inputs)
+            loss = self.method.loss(logits, labels, indices, model=self.network, inputs=inputs, num_items_in_batch=items)
+            self._add_components()
+        elif self.causal_lm:
+            loss = causal_lm_cross_entropy(logits, labels, items)
         else:
             loss = cross_entropy(logits, labels)
+        if items is not None and self.args.average_tokens_across_devices and self.args.world_size > 1:
+            loss = loss * self.args.world_size   # the token count is summed over the processes, as the Trainer does
         return (loss, outputs) if return_outputs else loss
+
+    def _add_components(self) -> None:
+        with torch.no_grad():
+            for name, value in self.method.loss_components().items():   # stays on the device: no sync
+                self._components[name] = self._components.get(name, 0.0) + value
+        self._component_steps += 1
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """The Trainer's log, with the mean of the method's loss parts since the last log
+        (``lstsd/ce``, ``lstsd/long``, ``lstsd/short``, ...) beside the training loss."""
+        if "loss" in logs and self._component_steps:
+            logs = {**logs, **{f"lstsd/{k}": round(float(v) / self._component_steps, 6)
+                               for k, v in self._components.items()}}
+            self._components, self._component_steps = {}, 0
+        super().log(logs, *args, **kwargs)
 
     def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
                         ignore_keys: list[str] | None = None) -> Any:

@@ -109,6 +109,22 @@ def available_methods() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def method_class(name: str) -> type[Method]:
+    """The :class:`Method` subclass that registered method ``name`` builds (for its class-level
+    declarations, e.g. ``takes_per_token``, before building one).
+
+    Example:
+        >>> method_class("lstsd_wo_long").__name__, method_class("vanilla").accepts_sequences
+        ('LSTSD', True)
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
+    cls = inspect.unwrap(_REGISTRY[name])          # an ablation's builder wraps LSTSD
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise TypeError(f"method {name!r} is registered as a function that does not wrap a Method class")
+    return cls
+
+
 def _accepted_keywords(factory: MethodFactory) -> set[str] | None:
     params = inspect.signature(factory).parameters.values()   # a class's: its __init__'s, without self
     if any(p.kind is p.VAR_KEYWORD for p in params):
@@ -153,8 +169,8 @@ def resolved_settings(name: str, settings: dict[str, Any] | None = None) -> dict
         >>> resolved_settings("label_smoothing")
         {'smoothing': 0.1}
     """
-    # Smallest sizes a method accepts: building one allocates next to nothing.
-    method = create_method(name, num_samples=1, num_classes=2, **dict(settings or {}))
+    # One sample and a class count above any top-k a config may ask for: a few hundred KB at most.
+    method = create_method(name, num_samples=1, num_classes=65536, **dict(settings or {}))
     return {k: v for k, v in method.hparams().items() if k not in ("num_samples", "num_classes")}
 
 
@@ -185,5 +201,5 @@ register_method("label_smoothing", LabelSmoothing)
 
 __all__ = ["LSTSD", "Distillation", "LSTSDSingle", "LabelSmoothing", "MeanTeacher", "Method", "MiniGenerations",
            "PSKD", "SnapshotDistillation", "SnapshotEnsembles", "TemporalEnsembling", "Vanilla", "available_methods",
-           "check_fraction", "check_int", "check_weight", "create_method", "lstsd_loss", "register_method",
-           "resolved_settings", "unregister_method"]
+           "check_fraction", "check_int", "check_weight", "create_method", "lstsd_loss", "method_class",
+           "register_method", "resolved_settings", "unregister_method"]

@@ -9,9 +9,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .._checks import check_batch, check_sizes
+from .._checks import check_batch, check_sequence_batch, check_sizes
 from ..diagnostics import TeacherMonitor
 from ..distributed import RowExchange
+from ..sparse import shared_student_stats
+from ..tokens import TokenBank, supervised_positions, token_keys
 
 LossParts = dict[str, tuple[torch.Tensor, float]]
 """The parts of a mini-batch loss by name (``"ce"``, ``"long"``, ...), each ``(value, weight)``.
@@ -60,6 +62,9 @@ class Method(nn.Module, abc.ABC):
     ``copies_network``         its teachers are copies of the network (snapshots, an EMA): the
                                network must be whole on each process (no FSDP/DeepSpeed sharding)
     ``schedules_lr``           :meth:`configure_lr_scheduler` returns the method's own schedule
+    ``accepts_sequences``      ``loss`` takes a causal LM's ``B × T × V`` logits and ``B × T``
+                               labels (per-token targets; LSTSD and PS-KD with ``per_token=True``)
+    ``takes_per_token``        the method has a ``per_token`` setting that makes it accept sequences
     =========================  ===================================================================
 
     A method is an ``nn.Module`` (as timm's EMA models are): its banks, counters and teacher
@@ -86,6 +91,8 @@ class Method(nn.Module, abc.ABC):
     needs_model_inputs: bool = False
     copies_network: bool = False
     schedules_lr: bool = False
+    accepts_sequences: bool = False
+    takes_per_token: bool = False
     hparams_added: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -152,17 +159,24 @@ class Method(nn.Module, abc.ABC):
         self.teacher_monitor.reset()
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None, *,
-             model: nn.Module | None = None, inputs: Any = None) -> torch.Tensor:
+             model: nn.Module | None = None, inputs: Any = None,
+             num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
         """The training loss of one mini-batch (a scalar); also records what the method needs.
 
         Args:
-            logits: ``B × C`` outputs of the network on the batch (the autograd graph is kept).
-            targets: ``B`` ground-truth class indices.
-            indices: ``B`` sample indices in ``[0, num_samples)``, the same index every epoch for
-                the same sample (e.g. from :class:`lstsd.data.IndexedDataset`); required when the
-                method declares ``needs_indices``.
+            logits: ``B × C`` outputs of the network on the batch (the autograd graph is kept), or,
+                for a method that ``accepts_sequences``, a causal LM's ``B × T × V`` logits.
+            targets: ``B`` ground-truth class indices, or ``B × T`` token labels with -100 where
+                there is no loss (unshifted, as a Hugging Face causal LM takes them: position t's
+                logits predict label t + 1).
+            indices: ``B`` sample (example) indices in ``[0, num_samples)``, the same index every
+                epoch for the same sample (e.g. from :class:`lstsd.data.IndexedDataset`); required
+                when the method declares ``needs_indices``.
             model, inputs: the network and its inputs on the batch; required when the method
                 declares ``needs_model_inputs`` (it runs a teacher or the network on the batch).
+            num_items_in_batch: sequences only: the supervised tokens of the whole accumulated
+                batch (the Hugging Face Trainer's argument); the loss is then the sum over this
+                batch's tokens divided by it, as the model's own loss is. ``None``: the mean.
         """
         epoch = self._require_epoch("loss()")
         if indices is None and self.needs_indices:
@@ -171,12 +185,56 @@ class Method(nn.Module, abc.ABC):
         if self.needs_model_inputs and inputs is None:
             raise ValueError(f"method {self.name!r} runs a network on the batch: pass the batch's inputs, "
                              "loss(logits, targets, indices, model=model, inputs=x)")
+        if isinstance(logits, torch.Tensor) and logits.dim() == 3:
+            return self._sequence_loss(epoch, logits, targets, indices, model, inputs, num_items_in_batch)
+        if self.accepts_sequences and getattr(self, "per_token", False):
+            raise ValueError(f"method {self.name!r} was built with per_token=True: pass a causal LM's B × T × V "
+                             "logits and B × T labels")
         indices = self._check_batch(logits, targets, indices)
         loss, parts = self.compute_loss(epoch, logits, targets, indices, model=model, inputs=inputs)
+        return self._keep(loss, parts)
+
+    def _keep(self, loss: torch.Tensor, parts: LossParts) -> torch.Tensor:
         self._components = {name: value.detach() for name, (value, _) in parts.items()}
         self._components["total"] = loss.detach()
         self._weights = {name: float(weight) for name, (_, weight) in parts.items()}
         return loss
+
+    def _sequence_loss(self, epoch: int, logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None,
+                       model: nn.Module | None, inputs: Any, num_items_in_batch: Any) -> torch.Tensor:
+        """A causal LM's batch: the supervised positions (after the causal shift) become rows of a
+        ``n × V`` batch, their labels its targets and their token keys its indices
+        (:mod:`lstsd.tokens`); :meth:`compute_loss` runs on that; the result is normalised as the
+        model's own loss (the mean over the tokens, or their sum over ``num_items_in_batch``)."""
+        if not self.accepts_sequences:
+            fix = ("build it with per_token=True" if hasattr(self, "bank_settings") else
+                   "it has no per-token form; use lstsd, lstsd_wo_long, lstsd_wo_short, ps_kd, label_smoothing or vanilla")
+            raise ValueError(f"method {self.name!r} got B × T × V logits (a causal LM's) but takes B × C logits: {fix}")
+        if self.validate:
+            indices = check_sequence_batch(logits, labels, indices, num_samples=self.num_samples,
+                                           num_classes=self.num_classes)
+        self._follow_device(logits.device)
+        mask, token_targets = supervised_positions(labels.to(logits.device))
+        # n × V, one logits-sized copy at most; index_select's backward (an index_add) is cheaper than a mask's.
+        rows = logits.reshape(-1, logits.shape[2]).index_select(0, mask.reshape(-1).nonzero().squeeze(1))
+        keys = None
+        if indices is not None:
+            indices = indices.to(logits.device).long()
+            keys = token_keys(indices, mask)
+            counts = mask.sum(dim=1).to(torch.int32)
+            for bank in self.modules():
+                if isinstance(bank, TokenBank):
+                    bank.check_counts(indices, counts)
+        if rows.shape[0] == 0:                                       # no supervised token in this batch
+            zero = logits.sum() * 0.0
+            return self._keep(zero, {"ce": (zero, 1.0)})
+        with shared_student_stats():   # one log-sum-exp of the student per temperature for every term
+            loss, parts = self.compute_loss(epoch, rows, token_targets, keys, model=model, inputs=inputs)
+        if num_items_in_batch is not None:                           # sum over these tokens / all of the batch's
+            scale = rows.shape[0] / torch.as_tensor(num_items_in_batch, dtype=torch.float32, device=loss.device)
+            loss = loss * scale
+            parts = {name: (value * scale, weight) for name, (value, weight) in parts.items()}
+        return self._keep(loss, parts)
 
     @abc.abstractmethod
     def compute_loss(self, epoch: int, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None, *,

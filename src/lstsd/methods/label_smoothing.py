@@ -41,6 +41,7 @@ class LabelSmoothing(Method):
     """
 
     name = "label_smoothing"
+    accepts_sequences = True
 
     def __init__(self, num_samples: int, num_classes: int, smoothing: float = 0.1, validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)

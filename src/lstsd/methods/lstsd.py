@@ -30,15 +30,18 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..bank import Bank, BankSettings, finite_rows
+from ..bank import Bank, finite_rows
+from ..tokens import TokenBank
 from ..diagnostics import TeacherMonitor
-from ..losses import KLDirection, cross_entropy, distillation_kl
+from ..losses import KLDirection, cross_entropy
+from ..sparse import SparseTargets, kl_against, sparse_kls
 from .base import LossParts, Method
-from .settings import Distillation, MiniGenerations, check_int, check_weight, gaussian_rampup
+from .settings import BankSettings, Distillation, MiniGenerations, check_int, check_weight, gaussian_rampup
 
 
 def lstsd_loss(logits: torch.Tensor, targets: torch.Tensor, *,
-               long_term_targets: torch.Tensor | None, short_term_targets: torch.Tensor | None,
+               long_term_targets: torch.Tensor | SparseTargets | None,
+               short_term_targets: torch.Tensor | SparseTargets | None,
                lambda_long: float, lambda_short: float, temperature: float,
                long_term_mask: torch.Tensor | None = None, short_term_mask: torch.Tensor | None = None,
                kl_direction: KLDirection = "teacher_student",
@@ -62,15 +65,22 @@ def lstsd_loss(logits: torch.Tensor, targets: torch.Tensor, *,
     ce = cross_entropy(logits, targets)
     total = ce
     parts = {"ce": ce.detach()}
-    for name, teacher, mask, weight in (("long", long_term_targets, long_term_mask, lambda_long),
-                                        ("short", short_term_targets, short_term_mask, lambda_short)):
-        if teacher is None or weight == 0:
-            parts[name] = torch.zeros((), device=ce.device)
-            continue
-        kl = distillation_kl(logits, teacher, temperature, mask=mask, direction=kl_direction, t2_scale=t2_scale)
+    active = [(name, teacher, mask, weight) for name, teacher, mask, weight in (
+        ("long", long_term_targets, long_term_mask, lambda_long),
+        ("short", short_term_targets, short_term_mask, lambda_short)) if teacher is not None and weight != 0]
+    if active and kl_direction == "teacher_student" and all(isinstance(t, SparseTargets) for _, t, _, _ in active):
+        # Per-token targets: both teachers' KL in one pass over the vocabulary (lstsd.sparse.sparse_kls).
+        kls = sparse_kls(logits, [t for _, t, _, _ in active], temperature,  # type: ignore[misc]  # all sparse
+                         [m for _, _, m, _ in active], t2_scale)
+    else:
+        kls = [kl_against(logits, t, temperature, mask=m, direction=kl_direction, t2_scale=t2_scale)
+               for _, t, m, _ in active]
+    for (name, _, _, weight), kl in zip(active, kls):
         total = total + weight * kl
         parts[name] = kl.detach()
-    return total, parts
+    for name in ("long", "short"):
+        parts.setdefault(name, torch.zeros((), device=ce.device))
+    return total, {k: parts[k] for k in ("ce", "long", "short")}
 
 
 RECORD_TARGETS = ("training_forward", "after_update_train", "after_update_eval")
@@ -141,8 +151,8 @@ class LongShortSettings:
                 "lambda_short": self.lambda_short, **self.distillation.hparams(), "rampup_epochs": self.rampup_epochs}
 
     def _monitor(self, epoch: int, logits: torch.Tensor, targets: torch.Tensor,
-                 long_term: tuple[torch.Tensor | None, torch.Tensor | None],
-                 short_term: tuple[torch.Tensor | None, torch.Tensor | None]) -> None:
+                 long_term: tuple[torch.Tensor | SparseTargets | None, torch.Tensor | None],
+                 short_term: tuple[torch.Tensor | SparseTargets | None, torch.Tensor | None]) -> None:
         """Teacher diagnostics: the long-term teacher is as old as the last epoch of the previous
         mini-generation (1 to E epochs), the short-term one an epoch old."""
         long_age = epoch - (self.generations.index(epoch) * self.generations.length - 1)
@@ -151,8 +161,9 @@ class LongShortSettings:
         self.teacher_monitor.record_many(teachers, logits, targets, temperature=self.distillation.temperature)
 
     def _long_short_loss(self, epoch: int, logits: torch.Tensor, targets: torch.Tensor,
-                         long_term: tuple[torch.Tensor | None, torch.Tensor | None],
-                         short_term: tuple[torch.Tensor | None, torch.Tensor | None]) -> tuple[torch.Tensor, LossParts]:
+                         long_term: tuple[torch.Tensor | SparseTargets | None, torch.Tensor | None],
+                         short_term: tuple[torch.Tensor | SparseTargets | None, torch.Tensor | None],
+                         ) -> tuple[torch.Tensor, LossParts]:
         """Eq. (1) with these settings; ``(targets, mask)`` per teacher. Returns the loss and its
         weighted parts (the weights are λ times :meth:`weight_scale`: 0 in the first mini-generation)."""
         d = self.distillation
@@ -195,12 +206,19 @@ class LSTSD(LongShortSettings, Method):
             weight in the first epoch of the second mini-generation. R > 0 (not in the paper) ramps
             λ^L and λ^S in over the first R distilled epochs with Laine & Aila's Gaussian ramp-up
             (:meth:`weight_scale`), against the shock of the switch seen with the paper's weights.
-        bank_format: ``"dense"`` (``N × C``, the default) or ``"topk"``: the ``bank_topk`` largest
-            probabilities per sample and their class ids, the rest of the mass spread uniformly
-            (:class:`lstsd.bank.TopKBank`), for class counts where dense banks do not fit.
-        bank_topk: k of the top-k format.
-        bank_device: ``None`` (banks beside the model) or ``"cpu"`` (pinned host memory, the
-            batch's rows copied to the model's device), for banks larger than the accelerator's memory.
+        bank_format: ``"dense"`` (``N × C``, the default per sample) or ``"topk"``: the ``bank_topk``
+            largest probabilities per sample and their class ids, the rest of the mass spread
+            uniformly (:class:`lstsd.bank.TopKBank`), for class counts where dense banks do not fit.
+            Per token: ``"topk"`` (the default) or ``"sampled"`` (:mod:`lstsd.tokens`).
+        bank_topk: k of the top-k format (per token: default 8).
+        bank_device: ``None`` (banks beside the model; per-token banks in host memory) or ``"cpu"``
+            (pinned host memory, the batch's rows copied to the model's device), for banks larger
+            than the accelerator's memory.
+        bank_samples: draws per token of the per-token ``"sampled"`` format (default 16).
+        per_token: one target per supervised token of each example, for causal language models:
+            ``loss`` then takes ``B × T × V`` logits, ``B × T`` labels (-100 where there is no
+            loss, shifted as Hugging Face's causal-LM loss does) and ``B`` example indices;
+            ``num_classes`` is the vocabulary size (:mod:`lstsd.tokens`, :mod:`lstsd.sparse`).
         device: initial device of the banks; they follow the logits' device on the first
             :meth:`loss` call, so they always live beside the model (unless ``bank_device="cpu"``).
         validate: check every batch (shapes, dtypes, index range, repeats). One sync per step on
@@ -236,13 +254,15 @@ class LSTSD(LongShortSettings, Method):
     name = "lstsd"
     needs_indices = True
     keeps_per_sample_state = True
+    takes_per_token = True
 
     def __init__(self, num_samples: int, num_classes: int, generation_epochs: int = 6,
                  lambda_long: float = 2.4, lambda_short: float = 4.0, temperature: float = 2.0,
                  kl_direction: KLDirection = "teacher_student", t2_scale: bool = False,
-                 bank_dtype: torch.dtype | str = torch.float16, bank_format: str = "dense",
+                 bank_dtype: torch.dtype | str = torch.float16, bank_format: str | None = None,
                  bank_topk: int | None = None, bank_device: str | None = None,
                  record_targets: str = "training_forward", rampup_epochs: int = 0,
+                 per_token: bool = False, bank_samples: int | None = None,
                  device: torch.device | str | None = None, validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
         self._set_long_short(generation_epochs, lambda_long, lambda_short, temperature, kl_direction, t2_scale,
@@ -254,10 +274,17 @@ class LSTSD(LongShortSettings, Method):
             self.extra_forward_passes = 1
             self.needs_model_inputs = True
         self._pending: list[tuple[torch.Tensor, Any, int]] = []   # batches since the last optimizer step
-        self.bank_settings = BankSettings(bank_format, bank_topk, bank_dtype, bank_device)
-        self.bank_dtype, self.bank_format, self.bank_topk = self.bank_settings.dtype, bank_format, bank_topk
+        self.bank_settings = BankSettings(bank_format, bank_topk, bank_dtype, bank_device, bank_samples=bank_samples,
+                                          per_token=per_token)
+        self.bank_dtype, self.bank_format = self.bank_settings.dtype, self.bank_settings.format
+        self.bank_topk, self.per_token = self.bank_settings.topk, per_token
+        self.accepts_sequences = per_token
+        if per_token and record_targets != "training_forward":
+            raise ValueError("per_token=True records each token's target from the training forward pass: use "
+                             "record_targets='training_forward'")
+
         # z^L and z^S. A bank whose weight is 0 (the Table 3 ablations) is never read: not allocated.
-        def bank(weight: float) -> Bank | None:
+        def bank(weight: float) -> Bank | TokenBank | None:
             return self.bank_settings.make(num_samples, num_classes, device=device) if weight > 0 else None
         self.long_term_bank = bank(self.lambda_long)
         self.short_term_bank = bank(self.lambda_short)
@@ -295,12 +322,12 @@ class LSTSD(LongShortSettings, Method):
             self._record(epoch, indices, logits)
 
     def _record(self, epoch: int, indices: torch.Tensor, logits: torch.Tensor) -> None:
-        snapshot = self.distillation.soften(logits)
         banks = [bank for bank, writes in ((self.short_term_bank, True),                        # line 14
                                            (self.long_term_bank, self.generations.is_last_epoch(epoch)))  # 15-16
                  if bank is not None and writes]
         if banks:   # every rank's rows, once each, under torch.distributed; this batch's otherwise
-            written, rows = self.row_exchange(indices, *banks[0].encode(snapshot))
+            written, rows = self.row_exchange(indices, *banks[0].encode_logits(logits, self.distillation.temperature),
+                                              growable=self.per_token)
             finite = finite_rows(*rows) if len(banks) > 1 else None   # the same rows go to both banks
             for bank in banks:
                 bank.store(written, *rows, finite=finite)
@@ -312,7 +339,8 @@ class LSTSD(LongShortSettings, Method):
         super().end_epoch(model)
 
     @staticmethod
-    def _read(bank: Bank | None, indices: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _read(bank: Bank | TokenBank | None,
+              indices: torch.Tensor) -> tuple[torch.Tensor | SparseTargets | None, torch.Tensor | None]:
         return (None, None) if bank is None else bank.read(indices)
 
     def hparams(self) -> dict[str, Any]:

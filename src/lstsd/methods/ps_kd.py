@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..bank import BankSettings
-from ..losses import soft_cross_entropy
+from ..losses import cross_entropy, soft_cross_entropy
+from ..sparse import SparseTargets, sparse_cross_entropy
 from .base import LossParts, Method
-from .settings import check_fraction, check_int
+from .settings import BankSettings, check_fraction, check_int
 
 
 def pskd_targets(targets: torch.Tensor, previous: torch.Tensor, recorded: torch.Tensor, alpha: float,
@@ -54,7 +54,8 @@ class PSKD(Method):
         num_classes: number of classes C.
         alpha_T: α_T, the mixing weight reached in the last epoch (Kim et al.: 0.8).
         bank_dtype: storage dtype of the recorded predictions (fp16 default; fp32/bf16 accepted).
-        bank_format, bank_topk, bank_device: the bank's format and place, as for :class:`lstsd.LSTSD`.
+        bank_format, bank_topk, bank_device, bank_samples, per_token: the bank's format and place, and
+            per-token targets for causal LMs, as for :class:`lstsd.LSTSD`.
         device: initial device of the bank (it follows the logits' device).
         validate: check every batch.
 
@@ -74,15 +75,20 @@ class PSKD(Method):
     name = "ps_kd"
     needs_indices = True
     keeps_per_sample_state = True
+    takes_per_token = True
 
     def __init__(self, num_samples: int, num_classes: int, alpha_T: float = 0.8,  # noqa: N803 (paper's name)
-                 bank_dtype: torch.dtype | str = torch.float16, bank_format: str = "dense",
-                 bank_topk: int | None = None, bank_device: str | None = None,
-                 device: torch.device | str | None = None, validate: bool = True) -> None:
+                 bank_dtype: torch.dtype | str = torch.float16, bank_format: str | None = None,
+                 bank_topk: int | None = None, bank_device: str | None = None, per_token: bool = False,
+                 bank_samples: int | None = None, device: torch.device | str | None = None,
+                 validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
         self.alpha_T = check_fraction("alpha_T", alpha_T)
-        self.bank_settings = BankSettings(bank_format, bank_topk, bank_dtype, bank_device)
-        self.bank_dtype, self.bank_format, self.bank_topk = self.bank_settings.dtype, bank_format, bank_topk
+        self.bank_settings = BankSettings(bank_format, bank_topk, bank_dtype, bank_device, bank_samples=bank_samples,
+                                          per_token=per_token)
+        self.bank_dtype, self.bank_format = self.bank_settings.dtype, self.bank_settings.format
+        self.bank_topk, self.per_token = self.bank_settings.topk, per_token
+        self.accepts_sequences = per_token
         self.predictions = self.bank_settings.make(num_samples, num_classes, device=device)
         self.epochs: int | None = None
 
@@ -118,6 +124,8 @@ class PSKD(Method):
         previous, recorded = self.predictions.read(indices)
         self.teacher_monitor.record("previous", previous, logits, targets, temperature=1.0, mask=recorded, age=1)
         alpha = self.alpha(epoch)
+        if isinstance(previous, SparseTargets):       # per token: the same loss, never dense over V
+            return self._sparse_loss(logits, targets, indices, previous, recorded, alpha)
         q = pskd_targets(targets, previous, recorded, alpha, self.num_classes)
         loss = soft_cross_entropy(logits, q)
 
@@ -129,6 +137,19 @@ class PSKD(Method):
             written, rows = self.row_exchange(indices, *self.predictions.encode(log_p.exp()))
             self.predictions.store(written, *rows)
         return loss, {"ce": (ce, 1.0 - alpha), "kd": (kd, alpha)}
+
+    def _sparse_loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor,
+                     previous: SparseTargets, recorded: torch.Tensor, alpha: float) -> tuple[torch.Tensor, LossParts]:
+        """Eq. (5) against per-token sparse predictions: ``(1 − α)·CE + α·CE(P_prev)`` on recorded
+        tokens, CE alone on the others (``q`` is then the one-hot label)."""
+        ce_rows = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+        kd = sparse_cross_entropy(logits, previous, mask=recorded)       # 0 for tokens without a record
+        weight = torch.where(recorded, torch.full_like(ce_rows, 1.0 - alpha), torch.ones_like(ce_rows))
+        loss = (weight * ce_rows).sum() / logits.shape[0] + alpha * kd
+        with torch.no_grad():
+            written, rows = self.row_exchange(indices, *self.predictions.encode_logits(logits, 1.0), growable=True)
+            self.predictions.store(written, *rows)
+        return loss, {"ce": (cross_entropy(logits.detach(), targets), 1.0 - alpha), "kd": (kd, alpha)}
 
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), "alpha_T": self.alpha_T, "epochs": self.epochs,

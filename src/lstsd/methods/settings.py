@@ -7,6 +7,8 @@
   two operations every teacher–student method needs: soften logits into targets, and the KL.
 * :class:`MiniGenerations`: LSTSD's mini-generations of E epochs (Algorithm 1, the loop over m)
   and the snapshot methods' cycles, which split training the same way.
+* :class:`BankSettings`: the format, size, dtype and place of a method's soft-target banks, per
+  sample (dense or top-k over C classes) or per token (top-k or sampled over a vocabulary).
 
 Example:
     >>> gens = MiniGenerations(6)
@@ -24,7 +26,10 @@ from typing import Any
 
 import torch
 
-from ..losses import KLDirection, check_kl_direction, check_temperature, distillation_kl
+from ..bank import Bank, check_bank_settings, make_bank, resolve_bank_dtype
+from ..losses import KLDirection, check_kl_direction, check_temperature
+from ..sparse import SparseTargets, kl_against
+from ..tokens import TOKEN_FORMATS, TokenBank
 
 
 def check_int(name: str, value: Any, minimum: int = 0, *, hint: str = "") -> int:
@@ -101,11 +106,12 @@ class Distillation:
         """``softmax(logits / T)`` in float32, detached: a soft target as a bank or teacher records it."""
         return torch.softmax(logits.detach().float() / self.temperature, dim=1)
 
-    def kl(self, student_logits: torch.Tensor, teacher_probs: torch.Tensor,
+    def kl(self, student_logits: torch.Tensor, teacher_probs: torch.Tensor | SparseTargets,
            mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The distillation term between ``teacher_probs`` (already softened) and the student's logits."""
-        return distillation_kl(student_logits, teacher_probs, self.temperature, mask=mask,
-                               direction=self.kl_direction, t2_scale=self.t2_scale)
+        """The distillation term between ``teacher_probs`` (already softened; dense, or sparse per-token
+        targets) and the student's logits."""
+        return kl_against(student_logits, teacher_probs, self.temperature, mask=mask,
+                          direction=self.kl_direction, t2_scale=self.t2_scale)
 
     def hparams(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,3 +142,87 @@ class MiniGenerations:
     def is_last_epoch(self, epoch: int) -> bool:
         """Whether ``epoch`` closes its mini-generation (Algorithm 1, line 15: e = E)."""
         return (epoch + 1) % self.length == 0
+
+
+# Per-token banks: defaults of their size (Anshumann et al. find a dozen sampled tokens enough).
+DEFAULT_TOKEN_TOPK, DEFAULT_TOKEN_SAMPLES = 8, 16
+
+
+class BankSettings:
+    """The bank settings a method takes, validated once; :meth:`make` builds banks of them.
+
+    Args:
+        bank_format: per sample ``"dense"`` (the default) or ``"topk"``; per token ``"topk"`` (the
+            default) or ``"sampled"`` (:mod:`lstsd.tokens`). ``None`` takes the default.
+        bank_topk: k of the top-k format (per token: default 8).
+        bank_dtype: storage dtype of the probabilities.
+        bank_device: ``None`` (per sample: beside the model; per token: host memory) or ``"cpu"``
+            (pinned host memory, only a batch's rows copied to the model's device).
+        bank_samples: draws per token of the sampled format (default 16).
+        per_token: one target per supervised token of each example (causal LMs) instead of one per sample.
+
+    Example:
+        >>> settings = BankSettings("topk", 5, "float16")
+        >>> settings.hparams()
+        {'bank_dtype': 'float16', 'bank_format': 'topk', 'bank_topk': 5}
+        >>> settings.make(1000, 100)
+        TopKBank(num_samples=1000, num_classes=100, device=cpu, k=5, dtype=torch.float16)
+        >>> BankSettings(per_token=True).hparams()
+        {'bank_dtype': 'float16', 'bank_format': 'topk', 'bank_topk': 8, 'per_token': True}
+    """
+
+    def __init__(self, bank_format: str | None = None, bank_topk: int | None = None,
+                 bank_dtype: torch.dtype | str = torch.float16, bank_device: str | None = None, *,
+                 bank_samples: int | None = None, per_token: bool = False) -> None:
+        if not isinstance(per_token, bool):
+            raise ValueError(f"per_token must be True or False, got {per_token!r}")
+        self.per_token = per_token
+        self.dtype = resolve_bank_dtype(bank_dtype)
+        if per_token:
+            bank_format = bank_format or "topk"
+            if bank_format not in TOKEN_FORMATS:
+                raise ValueError(f"per-token banks take bank_format in {TOKEN_FORMATS}, got {bank_format!r}: a dense "
+                                 "row over a vocabulary does not fit")
+            if bank_format == "topk":
+                bank_topk = DEFAULT_TOKEN_TOPK if bank_topk is None else bank_topk
+                check_int("bank_topk", bank_topk, 1)
+            elif bank_topk is not None:
+                raise ValueError("bank_topk is for bank_format='topk'; the sampled format takes bank_samples")
+            if bank_format == "sampled":
+                bank_samples = DEFAULT_TOKEN_SAMPLES if bank_samples is None else bank_samples
+                check_int("bank_samples", bank_samples, 1)
+            if bank_device not in (None, "cpu"):
+                raise ValueError(f"bank_device must be None or 'cpu' (per-token banks live in host memory), got "
+                                 f"{bank_device!r}")
+        else:
+            bank_format = bank_format or "dense"
+            if bank_format == "sampled":
+                raise ValueError("bank_format='sampled' is for per-token banks (per_token=True); per sample use "
+                                 "'dense' or 'topk'")
+            check_bank_settings(bank_format, bank_topk, bank_device)
+        if bank_samples is not None and bank_format != "sampled":
+            raise ValueError("bank_samples is for bank_format='sampled' (per_token=True)")
+        self.format, self.topk, self.samples, self.place = bank_format, bank_topk, bank_samples, bank_device
+
+    def make(self, num_samples: int, num_classes: int, *,
+             device: torch.device | str | None = None) -> Bank | TokenBank:
+        """A bank for ``num_samples`` samples (examples) over ``num_classes`` classes (tokens); per
+        sample beside ``device`` unless ``bank_device="cpu"``, per token in host memory."""
+        if self.per_token:
+            k = self.topk if self.format == "topk" else self.samples
+            assert k is not None   # set in __init__
+            return TokenBank(num_samples, num_classes, bank_format=self.format, k=k, dtype=self.dtype,
+                             cpu_resident=True)
+        return make_bank(num_samples, num_classes, bank_format=self.format, bank_topk=self.topk, dtype=self.dtype,
+                         bank_device=self.place, device=device, validate=False)
+
+    def hparams(self) -> dict[str, Any]:
+        """The settings a checkpoint must agree on (the bank's place is not one: it may change on resume);
+        per-token banks add ``per_token`` (and ``bank_samples`` for the sampled format)."""
+        out: dict[str, Any] = {"bank_dtype": str(self.dtype).removeprefix("torch."), "bank_format": self.format,
+                               "bank_topk": self.topk}
+        if self.samples is not None:
+            out["bank_samples"] = self.samples
+        if self.per_token:
+            out["per_token"] = True
+        return out

@@ -15,6 +15,7 @@ class Vanilla(Method):
     """Plain cross-entropy, ``L = -1/|B| Σ ln f_{y_i}(x_i; θ)`` (paper, "Mini-Batch SGD Optimization")."""
 
     name = "vanilla"
+    accepts_sequences = True
 
     def compute_loss(self, epoch: int, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None, *,
                      model: nn.Module | None, inputs: Any) -> tuple[torch.Tensor, LossParts]:

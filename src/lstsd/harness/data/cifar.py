@@ -36,8 +36,16 @@ import numpy as np
 import torch
 
 from ..errors import DataNotFoundError
-from .splits import (DatasetSplits, TensorSplit, cache_root, data_source, download_failed, download_url,
-                     explicit_data_root, md5_file)
+from .splits import (
+    DatasetSplits,
+    TensorSplit,
+    cache_root,
+    data_source,
+    download_failed,
+    download_url,
+    explicit_data_root,
+    md5_file,
+)
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -231,11 +239,8 @@ def _load(spec: _CifarSpec, data_dir: str | os.PathLike | None, download: bool,
     source, fresh, origin = _locate(spec, data_dir, download)
     if source.is_file():
         if verify_checksums and not fresh and (actual := md5_file(source)) != spec.md5:
-            raise ValueError(
-                f"{source}: checksum mismatch (md5 {actual}, expected {spec.md5}). The file is corrupt "
-                "or not the official archive; delete it and download it again (download=True / "
-                "--download), or pass verify_checksums=False for a deliberately different archive."
-            )
+            raise ValueError(f"{source}: checksum mismatch (md5 {actual}, expected {spec.md5}): delete it and "
+                             "download it again, or pass verify_checksums=False to use it anyway")
         batches = _read_tarball(source, spec)
     else:
         batches = _read_folder(source, spec)

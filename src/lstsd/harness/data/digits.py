@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -71,7 +73,6 @@ def _sklearn_file() -> str | None:
     """scikit-learn's ``digits.csv.gz``, where its ``load_digits`` reads the data (``None`` if elsewhere)."""
     try:
         import sklearn.datasets
-        from pathlib import Path
         path = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
         return str(path) if path.is_file() else None
     except Exception:  # noqa: BLE001 - a record, never a reason to fail

@@ -39,8 +39,15 @@ import numpy as np
 import torch
 
 from ..errors import DataNotFoundError
-from .splits import (DatasetSplits, TensorSplit, cache_root, data_source, download_failed, download_url,
-                     explicit_data_root)
+from .splits import (
+    DatasetSplits,
+    TensorSplit,
+    cache_root,
+    data_source,
+    download_failed,
+    download_url,
+    explicit_data_root,
+)
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -157,12 +164,8 @@ def _verify(path: Path, stem: str, raw: bytes, content: bytes) -> None:
         return
     actual = hashlib.md5(content).hexdigest()
     if actual != RAW_MD5[stem]:
-        raise ValueError(
-            f"{path}: checksum mismatch (md5 of the content is {actual}, expected {RAW_MD5[stem]}"
-            + (f", or {GZ_MD5[stem]} for the .gz file" if path.suffix == ".gz" else "")
-            + "); the file is corrupt or not the canonical Fashion-MNIST. Delete it and get it "
-            "again, or pass verify_checksums=False to load a custom IDX file deliberately."
-        )
+        raise ValueError(f"{path}: checksum mismatch (md5 of the content {actual}, expected {RAW_MD5[stem]}): "
+                         "delete it and get it again, or pass verify_checksums=False to use it anyway")
 
 
 # --------------------------------------------------------------------------- locating / downloading
@@ -176,8 +179,8 @@ def _file_in(folder: Path, stem: str) -> Path | None:
 
 
 def _complete(folder: Path) -> dict[str, Path] | None:
-    found = {stem: _file_in(folder, stem) for stem in FILES}
-    return found if all(found.values()) else None  # type: ignore[return-value]
+    found = {stem: path for stem in FILES if (path := _file_in(folder, stem)) is not None}
+    return found if len(found) == len(FILES) else None
 
 
 def _candidates(root: Path) -> list[Path]:

@@ -184,8 +184,8 @@ class IndexedTensorLoader:
                 x: Features = {k: v[index] for k, v in self.features.items()}
             else:
                 x = self.features[index]
-                if self.transform is not None:
-                    x = self.transform(x, aug_gen)  # type: ignore[arg-type]
+                if self.transform is not None and aug_gen is not None:   # there is a generator iff a transform
+                    x = self.transform(x, aug_gen)
                 if x.ndim == 4:
                     x = x.contiguous(memory_format=self.memory_format)
             yield x, self.labels[index], index

@@ -20,14 +20,14 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import DownloadError, is_disk_full
 
-Features = Union[torch.Tensor, dict[str, torch.Tensor]]
+Features = torch.Tensor | dict[str, torch.Tensor]
 
 __all__ = [
     "TensorSplit",
@@ -82,7 +82,7 @@ class TensorSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, indices: torch.Tensor) -> "TensorSplit":
+    def subset(self, indices: torch.Tensor) -> TensorSplit:
         """Rows ``indices`` of this split (new tensors, same device)."""
         indices = indices.to(self.labels.device)
         if isinstance(self.features, dict):
@@ -91,7 +91,7 @@ class TensorSplit:
             feats = self.features[indices.to(self.features.device)]
         return TensorSplit(feats, self.labels[indices])
 
-    def to(self, device: torch.device | str) -> "TensorSplit":
+    def to(self, device: torch.device | str) -> TensorSplit:
         """This split with every tensor moved to ``device``."""
         if isinstance(self.features, dict):
             feats: Features = {k: v.to(device) for k, v in self.features.items()}

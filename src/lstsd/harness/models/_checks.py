@@ -31,7 +31,7 @@ def check_depth(model: str, depth: object, offset: int, examples: str) -> None:
         >>> check_depth("ResNetCifar", 21, offset=2, examples="8, 14, 20, ...")
         Traceback (most recent call last):
         ...
-        ValueError: ResNetCifar depth must satisfy (depth - 2) % 6 == 0 with depth >= 8, i.e. 6n + 2 for n >= 1: 8, 14, 20, ...; got 21
+        ValueError: ResNetCifar depth must satisfy (depth - 2) % 6 == 0 with depth >= 8, i.e. 6n + 2 ...; got 21
     """
     if isinstance(depth, bool) or not isinstance(depth, int):
         raise ValueError(f"depth must be an integer, got {depth!r}")

@@ -113,6 +113,8 @@ def read_glue_tsv(path: str | os.PathLike, task: str) -> tuple[list[str], list[s
     texts: list[str] = []
     pairs: list[str] | None = [] if spec.text_b is not None else None
     labels: list[int] = []
+    col: dict[str | int, int]        # column (name or position) -> position in a row
+    n_columns: int | None
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         if spec.header:
@@ -124,10 +126,10 @@ def read_glue_tsv(path: str | os.PathLike, task: str) -> tuple[list[str], list[s
             missing = [c for c in wanted if c not in header]
             if missing:
                 raise ValueError(f"{path}: header {header} lacks column(s) {missing} of GLUE {spec.folder}")
-            col = {c: header.index(c) for c in wanted}  # type: ignore[arg-type]
+            col = {c: header.index(c) for c in wanted if isinstance(c, str)}   # all header names by now
             n_columns = len(header)
         else:
-            col = {c: c for c in (spec.text_a, spec.text_b, spec.label) if c is not None}
+            col = {c: c for c in (spec.text_a, spec.text_b, spec.label) if isinstance(c, int)}
             n_columns = spec.n_columns
         for row in reader:
             if not row or all(not cell.strip() for cell in row):
@@ -136,13 +138,13 @@ def read_glue_tsv(path: str | os.PathLike, task: str) -> tuple[list[str], list[s
             if len(row) != n_columns:
                 raise ValueError(f"{where}: expected {n_columns} tab-separated fields for GLUE {spec.folder}, "
                                  f"got {len(row)}")
-            raw_label = row[col[spec.label]].strip()  # type: ignore[index]
+            raw_label = row[col[spec.label]].strip()
             if raw_label not in spec.label_map:
                 raise ValueError(f"{where}: label {raw_label!r} is not one of {sorted(spec.label_map)}")
             labels.append(spec.label_map[raw_label])
-            texts.append(row[col[spec.text_a]].strip())  # type: ignore[index]
-            if pairs is not None:
-                pairs.append(row[col[spec.text_b]].strip())  # type: ignore[index]
+            texts.append(row[col[spec.text_a]].strip())
+            if pairs is not None and spec.text_b is not None:     # pairs exist exactly when text_b does
+                pairs.append(row[col[spec.text_b]].strip())
     return texts, pairs, labels
 
 

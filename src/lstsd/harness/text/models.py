@@ -144,7 +144,8 @@ class HFSequenceClassifier(nn.Module):
 
     @property
     def num_labels(self) -> int:
-        return int(self.model.config.num_labels)
+        config: Any = self.model.config       # the transformers model's PretrainedConfig
+        return int(config.num_labels)
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``B×C`` of the wrapped model."""
@@ -246,7 +247,7 @@ def text_model_kind(name: str) -> str:
     return _TEXT_MODELS[_canonical(name)][0]
 
 
-def pretrained_source(name: str, pretrained: str | os.PathLike | None = None) -> str | Path | None:
+def pretrained_source(name: str, pretrained: str | os.PathLike | None = None) -> str | os.PathLike | None:
     """The checkpoint (and tokeniser) a transformer model name resolves to; ``None`` for ``text_cnn``.
 
     ``minilm`` → :func:`~lstsd.harness.text.tokenize.minilm_path`; ``bert`` → ``pretrained``

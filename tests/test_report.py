@@ -1,0 +1,112 @@
+"""The report's plots (issue 24): each data set's own headline metric, and the loss parts weighted
+with the weights the trainer logged (``weight_<part>`` in metrics.jsonl)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from lstsd.harness import report
+from lstsd.harness.config import load_config
+from lstsd.harness.trainer import Trainer
+from test_faults_report import TINY, fake_run
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """What each saved plot drew: ``{file name: (title, ylabel, {line label: y values})}``."""
+    seen: dict[str, tuple[str, str, dict[str, list[float]]]] = {}
+    real_save = report.plots._save
+
+    def spy(fig, ax, path):
+        seen[path.name] = (ax.get_title(), ax.get_ylabel(),
+                           {line.get_label(): [float(y) for y in line.get_ydata()] for line in ax.get_lines()})
+        return real_save(fig, ax, path)
+    monkeypatch.setattr(report.plots, "_save", spy)
+    return seen
+
+
+def _only(seen: dict, prefix: str) -> tuple[str, str, dict[str, list[float]]]:
+    names = [name for name in seen if name.startswith(prefix)]
+    assert len(names) == 1, (prefix, sorted(seen))
+    return seen[names[0]]
+
+
+@pytest.mark.parametrize("first", ["digits", "glue_cola"])
+def test_each_data_set_is_plotted_with_its_own_headline_metric(tmp_path, drawn, first):
+    """glue_cola reports Matthews correlation, digits accuracy: both plots have their runs drawn,
+    whichever comes first (the plot used to take the first run's metric for every data set)."""
+    runs = {"digits": fake_run(tmp_path / "digits", acc=80.0),
+            "glue_cola": fake_run(tmp_path / "cola", acc=30.0, dataset="glue_cola", metric="matthews")}
+    order = [runs[first]] + [run for name, run in runs.items() if name != first]
+    report.write_plots(report.collect(order), tmp_path / "plots")
+    for dataset, metric, last in (("digits", "accuracy", 80.0), ("glue_cola", "matthews", 30.0)):
+        title, ylabel, lines = _only(drawn, f"accuracy_{dataset}_")
+        assert title.endswith(f"test {metric}") and ylabel.startswith(f"test {metric}")
+        assert list(lines) == ["lstsd (n=1)"] and lines["lstsd (n=1)"][-1] == last
+
+
+def test_loss_parts_are_weighted_with_the_logged_weights(tmp_path, drawn):
+    """Weights read from the rows; a weight that changes over the epochs is λ(e), and each epoch's
+    part is drawn times that epoch's own weight, so the parts add up to the total."""
+    run = fake_run(tmp_path / "lstsd", epochs=4)
+    record = report.read_run(run)
+    ramp = [0.0, 0.5, 1.0, 1.0]                # like rampup_epochs: the KL weights grow over the epochs
+    for row, scale in zip(record.rows, ramp):
+        row.update(weight_long=2.4 * scale, weight_short=4.0 * scale)
+        row["loss_total"] = row["loss_ce"] + row["weight_long"] * row["loss_long"] + \
+            row["weight_short"] * row["loss_short"]
+    assert report.logged_weights([record], ["ce", "long", "short"]) == {"ce": 1.0, "long": None, "short": None}
+    record.label = "lstsd"
+    report.write_plots([record], tmp_path / "plots")
+    title, _, lines = _only(drawn, "loss_components_lstsd")
+    assert "total = ce + λ(e)·KL long + λ(e)·KL short" in title
+    assert lines["λ(e) × KL long"] == pytest.approx([2.4 * s * r["loss_long"] for s, r in zip(ramp, record.rows)])
+    weighted = [sum(values) for values in zip(lines["ce"], lines["λ(e) × KL long"], lines["λ(e) × KL short"])]
+    assert weighted == pytest.approx(lines["total"])
+    assert lines["KL long (unweighted)"] == pytest.approx([r["loss_long"] for r in record.rows])
+
+
+def test_runs_without_logged_weights_draw_the_parts_unweighted(tmp_path, drawn):
+    """A run folder written before the weights were logged: the parts as logged, and the title says so."""
+    runs = [fake_run(tmp_path / "old", weights=False)]
+    report.write_plots(report.collect(runs), tmp_path / "plots")
+    title, _, lines = _only(drawn, "loss_components_lstsd")
+    assert "their weights are not known here" in title
+    assert {"ce", "KL long", "KL short", "total"} == set(lines)
+
+
+@pytest.mark.slow
+def test_a_rampup_run_logs_its_weights_and_its_plot_decomposes(tmp_path, drawn):
+    """A real LSTSD run with rampup_epochs: the trainer logs each epoch's weights (0 in the first
+    mini-generation, then ramping up), Σ weight × part is the logged total, and so is the plot's."""
+    cfg = load_config(None, [], base=dict(TINY, epochs=4, method_args={"generation_epochs": 1, "rampup_epochs": 2},
+                                          run_dir=str(tmp_path / "run")))
+    Trainer(cfg, log=None).fit()
+    record = report.read_run(tmp_path / "run")
+    scales = [row["weight_long"] / 2.4 for row in record.rows]
+    assert scales[0] == 0.0 and 0 < scales[1] < scales[2] < scales[3] == pytest.approx(1.0)
+    assert all(row["weight_ce"] == 1.0 and row["weight_short"] == pytest.approx(4.0 * s)
+               for row, s in zip(record.rows, scales))
+    for row in record.rows:
+        parts = sum(row[f"weight_{p}"] * row[f"loss_{p}"] for p in ("ce", "long", "short"))
+        assert parts == pytest.approx(row["loss_total"], rel=1e-4)
+    report.write_plots(report.collect([tmp_path / "run"]), tmp_path / "plots")
+    _, _, lines = _only(drawn, "loss_components_lstsd")
+    weighted = [sum(values) for values in zip(lines["ce"], lines["λ(e) × KL long"], lines["λ(e) × KL short"])]
+    assert weighted == pytest.approx(lines["total"], rel=1e-4)
+
+
+def test_runs_of_an_unknown_method_compare_what_was_written(tmp_path):
+    """A run of a method this version does not know (an old run): its settings are compared as written."""
+    runs = [fake_run(tmp_path / "a", seed=0, acc=90.0), fake_run(tmp_path / "b", seed=1, acc=92.0)]
+    for run in runs:
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        (run / "config.yaml").write_text(yaml.safe_dump(dict(config, method="retired_method")))
+        results = json.loads((run / "results.json").read_text())
+        (run / "results.json").write_text(json.dumps(dict(results, method="retired_method")))
+    records = report.collect(runs)
+    assert [r.row for r in records] == ["retired_method", "retired_method"]
+    assert report.run_settings(records[0])["method_args.generation_epochs"] == 1
