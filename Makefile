@@ -25,6 +25,13 @@ test: lint data
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# The prepared GPU check (issue 28): the cuda tests and the cost benchmarks, at most 8 minutes on one H100 (~4
+# expected), tables in $OUT/gpu_check.md (else gpu-check-out/). No set-up: it runs from the source tree with the
+# machine's own torch (PYTHONPATH=src). Without CUDA it runs the CPU quick versions. GPU_CHECK_ARGS=--quick: a smoke run.
+.PHONY: gpu-check
+gpu-check:
+	bash benchmarks/gpu_check.sh $(GPU_CHECK_ARGS)
+
 # ruff and mypy, configured in pyproject.toml (make test runs this first).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples benchmarks

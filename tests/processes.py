@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 # What a rank prints when it aborts in gloo's teardown, at process exit, after its work is done.
 TEARDOWN_ABORT = "terminate called without an active exception"

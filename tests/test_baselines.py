@@ -15,8 +15,24 @@ import torch.nn.functional as F
 
 from lstsd.methods import create_method
 from lstsd.methods.temporal_ensembling import gaussian_rampup
-from toy import (B, C, D, LR, N, STEPS, T, assert_same, batches, hand_kl, make_data, make_model, model_with,
-                 setup_run, train, weights)
+from toy import (
+    LR,
+    STEPS,
+    B,
+    C,
+    D,
+    N,
+    T,
+    assert_same,
+    batches,
+    hand_kl,
+    make_data,
+    make_model,
+    model_with,
+    setup_run,
+    train,
+    weights,
+)
 
 
 # ----------------------------------------------------------------------------- Mean Teacher

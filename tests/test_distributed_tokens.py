@@ -125,3 +125,46 @@ def test_per_token_banks_equal_one_process_fed_every_rank_s_rows(ranks_output: P
             b = slice(int(theirs["offsets"][i]), int(theirs["offsets"][i] + theirs["counts"][i]))
             assert torch.equal(mine["values"][a], theirs["values"][b]), (prefix, i)
             assert torch.equal(mine["ids"][a], theirs["ids"][b]), (prefix, i)
+
+
+def _fsdp_worker(rank: int, port: int, out_dir: str) -> None:
+    # FSDP2 (fully_shard) on the CPU with gloo: the banks live outside the sharded model, so the
+    # method sees whole logits and exchanges rows as under DDP.
+    transformers = pytest.importorskip("transformers")
+    from torch.distributed.fsdp import fully_shard
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        torch.manual_seed(0)
+        config = transformers.LlamaConfig(vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+        model = transformers.LlamaForCausalLM(config)
+        for layer in model.model.layers:
+            fully_shard(layer)
+        fully_shard(model)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        method = build("lstsd", {"generation_epochs": 1})
+        ids = torch.randint(0, V, (N, T), generator=torch.Generator().manual_seed(1))
+        y = labels()
+        for epoch in range(2):
+            method.start_epoch(epoch)
+            for idx in rank_batches(rank, epoch):
+                method.loss(model(input_ids=ids[idx]).logits, y[idx], idx).backward()
+                opt.step()
+                opt.zero_grad()
+            method.end_epoch()
+        torch.save(method.state_dict(), Path(out_dir) / f"fsdp-rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_per_token_lstsd_trains_an_fsdp_sharded_model_with_identical_banks(tmp_path: Path):
+    pytest.importorskip("transformers")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    mp.spawn(_fsdp_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    states = [torch.load(tmp_path / f"fsdp-rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    for key, value in states[0].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, states[1][key]), key
+    assert [v for k, v in states[0].items() if k.endswith("short_term_bank.counts")][0].tolist() == \
+        [i % 5 + 2 for i in range(N)]

@@ -258,8 +258,9 @@ def test_plots_integer_epochs_visible_curves_and_weighted_losses(tmp_path, monke
 
     def spy(fig, ax, path):
         out = real_save(fig, ax, path)
-        seen.append((path.name, ax.get_title(), ax.get_xticks(), [(l.get_label(), l.get_marker(), l.get_markersize(),
-                                                                    l.get_linestyle()) for l in ax.get_lines()]))
+        seen.append((path.name, ax.get_title(), ax.get_xticks(),
+                     [(line.get_label(), line.get_marker(), line.get_markersize(), line.get_linestyle())
+                      for line in ax.get_lines()]))
         return out
     monkeypatch.setattr(report.plots, "_save", spy)
     runs = [fake_run(tmp_path / m, method=m, acc=80.0, epochs=3) for m in ("vanilla", "lstsd")]  # same curve
@@ -347,7 +348,7 @@ def test_compare_checks_every_run_before_the_first_trains(tmp_path, capsys):
     assert not out.exists()
 
 
-class _Stop(Exception):
+class _Stop(Exception):  # noqa: N818 - not an error: stops a run where the test has seen enough
     pass
 
 
@@ -375,8 +376,10 @@ def _fashion_files(folder: Path, gz: bool = True) -> None:
     import numpy as np
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (20, 28, 28)), "train-labels-idx1-ubyte": np.arange(20) % 10,
-              "t10k-images-idx3-ubyte": rng.integers(0, 256, (10, 28, 28)), "t10k-labels-idx1-ubyte": np.arange(10) % 10}
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (20, 28, 28)),
+              "train-labels-idx1-ubyte": np.arange(20) % 10,
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (10, 28, 28)),
+              "t10k-labels-idx1-ubyte": np.arange(10) % 10}
     for stem, a in arrays.items():
         data = bytes([0, 0, 8, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape) + \
             a.astype(np.uint8).tobytes()
@@ -481,7 +484,8 @@ def test_output_folder_that_is_a_file_or_not_writable(tmp_path, capsys, monkeypa
     assert f"{tmp_path / 'taken'} is a file" in line and "--set out_dir=DIR" in line
     # read-only (as root, permissions cannot be taken away: os.access stands in for the file system)
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).startswith(str(tmp_path)) else real_access(p, mode))
+    monkeypatch.setattr(os, "access",
+                        lambda p, mode: False if str(p).startswith(str(tmp_path)) else real_access(p, mode))
     assert cli.main(["train", "--config", str(config), "--set", f"out_dir={tmp_path / 'ro' / 'runs'}"]) == 2
     assert "is not writable" in one_error_line(capsys.readouterr().err, "train")
     assert cli.main(["compare", "--preset", str(_preset(tmp_path, ["vanilla"], {})), "--out", str(tmp_path / "o")]) == 2
@@ -652,7 +656,8 @@ def test_report_against_a_teacher_row_compares_cost_with_the_runs_that_report_it
         results["final"]["test_accuracy_teacher"] = teacher
         results["cost"]["seconds_per_step"] = 0.02
         (run / "results.json").write_text(json.dumps(results))
-    code = cli.main(["report", *map(str, runs), "--out", str(tmp_path / "plots"), "--against", "mean_teacher (teacher)"])
+    code = cli.main(["report", *map(str, runs), "--out", str(tmp_path / "plots"),
+                     "--against", "mean_teacher (teacher)"])
     out = capsys.readouterr().out
     assert code == 0 and "Paired by seed against 'mean_teacher (teacher)'" in out
     assert "| vanilla | -1.25 ± 0.35 | 0 / 0 / 2 | -5.00 | 0.13 |" in out

@@ -25,13 +25,12 @@ from lstsd.harness.checkpoint import load_checkpoint
 from lstsd.harness.config import TrainConfig
 from lstsd.harness.trainer import Trainer
 from processes import free_port
-from test_faults_report import TINY, fake_run, main_without_escape, one_error_line, run_report, table_rows, \
-    write_config
+from test_faults_report import TINY, fake_run, main_without_escape, one_error_line, run_report, table_rows, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class _Stop(Exception):
+class _Stop(Exception):  # noqa: N818 - not an error: stops a run where the test has seen enough
     pass
 
 
@@ -67,6 +66,10 @@ def test_a_per_method_override_on_a_runs_own_config_applies_fresh_and_is_refused
                   f"run_dir={tmp_path / 'new'}"])
     assert seen[0].method_args == {"generation_epochs": 1, "temperature": 4}
     assert "method lstsd (generation_epochs=1, temperature=4)" in capsys.readouterr().out
+    with pytest.raises(_Stop):                  # the whole mapping of the method's settings: the same
+        cli.main(["train", "--config", str(own), "--set", "method_args.lstsd={temperature: 3}",
+                  f"run_dir={tmp_path / 'new'}"])
+    assert seen[1].method_args == {"generation_epochs": 1, "temperature": 3}
     # another method's setting changes nothing in this run: refused, not silently dropped
     assert cli.main(["train", "--config", str(own), "--set", "method_args.mean_teacher.ema_decay=0.9",
                      f"run_dir={tmp_path / 'new'}"]) == 2
@@ -149,7 +152,6 @@ def test_sigterm_during_train_stops_like_ctrl_c_keeping_the_checkpoint(tmp_path,
     stands in for the kill, so that the old code fails this test instead of ending pytest."""
     def killed(signum, frame):
         raise _Stop("SIGTERM was not handled by lstsd")
-    monkeypatch.setattr(signal, "SIGTERM", signal.SIGTERM)
     previous = signal.signal(signal.SIGTERM, killed)
     real_epoch = Trainer.train_epoch
     calls = {"n": 0}
@@ -191,13 +193,24 @@ def test_resuming_a_finished_run_says_it_is_finished_and_exits_0(tmp_path, capsy
     assert json.loads((tmp_path / "run" / "results.json").read_text())["final"] == before["final"]
 
 
-def test_resume_compares_the_resolved_precision(tmp_path, no_native_bf16, capsys):
-    Trainer(TrainConfig.from_dict({**TINY, "epochs": 1, "run_dir": str(tmp_path / "one")}), log=None).fit()  # auto
-    # auto is fp32 on this CPU: resuming with precision=fp32 is the same run
-    one = TrainConfig.from_dict({**TINY, "epochs": 1, "run_dir": str(tmp_path / "one"), "precision": "fp32"})
+def test_resume_compares_the_resolved_precision(tmp_path, no_native_bf16, capsys, monkeypatch):
+    real_epoch = Trainer.train_epoch
+
+    def stop_in_epoch_two(self, epoch, progress):
+        if epoch == 1:
+            raise _Stop
+        return real_epoch(self, epoch, progress)
+    monkeypatch.setattr(Trainer, "train_epoch", stop_in_epoch_two)
+    with pytest.raises(_Stop):               # precision auto, stopped after epoch 1's checkpoint
+        Trainer(TrainConfig.from_dict({**TINY, "epochs": 2, "run_dir": str(tmp_path / "one")}), log=None).fit()
+    monkeypatch.setattr(Trainer, "train_epoch", real_epoch)
+    # auto is fp32 on this CPU: resuming with precision=fp32 is the same run, and it stays the run it was
+    one = TrainConfig.from_dict({**TINY, "epochs": 2, "run_dir": str(tmp_path / "one"), "precision": "fp32"})
     Trainer(one, log=None).fit(resume=True)
+    assert load_checkpoint(tmp_path / "one" / "checkpoint.pt")["epoch"] == 1
+    assert yaml.safe_load((tmp_path / "one" / "config.yaml").read_text())["precision"] == "auto"
     # bf16 is another precision: refused
-    other = TrainConfig.from_dict({**TINY, "epochs": 1, "run_dir": str(tmp_path / "one"), "precision": "bf16"})
+    other = TrainConfig.from_dict({**TINY, "epochs": 2, "run_dir": str(tmp_path / "one"), "precision": "bf16"})
     with pytest.raises(ValueError, match="precision"):
         Trainer(other, log=None).fit(resume=True)
     # a comparison asked for with precision=fp32 reuses its runs made with auto
@@ -390,9 +403,9 @@ def test_a_finished_torchrun_run_ends_without_the_interpreters_finalization(tmp_
 def _start_compare(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     """``lstsd compare --jobs 2`` over 3 long runs (2 at a time), started in a session of its own."""
     preset = tmp_path / "p.yaml"
+    shared = {k: v for k, v in TINY.items() if k not in ("method", "method_args")}
     preset.write_text(yaml.safe_dump({"methods": ["vanilla"], "seeds": [0, 1, 2],
-                                      "config": {**{k: v for k, v in TINY.items() if k not in ("method", "method_args")},
-                                                 "epochs": 10000, "train_subset": 100}}))
+                                      "config": {**shared, "epochs": 10000, "train_subset": 100}}))
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "lstsd.harness.cli", "compare", "--preset", str(preset),
                                 "--out", str(out), "--jobs", "2", "--threads", "1"], stdout=subprocess.PIPE,

@@ -496,7 +496,8 @@ def test_teacher_table_puts_student_fit_and_teacher_diagnostics_side_by_side():
     table = teacher_table(records)
     assert "| Network | Method | train acc. (%) | short teacher: acc. (%) / KL / disagree (%) |" \
            " long teacher: acc. (%) / KL / disagree (%) |" in table
-    assert "| resnet20 | lstsd | 87.0 | 85.0 / 0.030 / 4.0 | 84.0 / 0.060 / 6.0 |" in table   # last epoch, mean of seeds
+    # the last epoch, mean of the seeds
+    assert "| resnet20 | lstsd | 87.0 | 85.0 / 0.030 / 4.0 | 84.0 / 0.060 / 6.0 |" in table
     assert "| resnet20 | vanilla | 100.0 | — | — |" in table
     assert teacher_table([_record("vanilla", "r", "d", 0, 1.0)]) == ""   # nothing logged: no table
     for r in records:

@@ -171,7 +171,7 @@ class KillAt(L.Callback):
             raise Killed(f"killed at the start of epoch {self.epoch}")
 
 
-class Killed(Exception):
+class Killed(Exception):  # noqa: N818 - what happened to the run, as a test says it
     pass
 
 
@@ -359,7 +359,7 @@ def test_an_unknown_method_name_is_refused_with_the_available_ones():
 
 def test_a_missing_framework_is_named_with_the_extra_to_install():
     from lstsd.integrations._common import import_framework
-    with pytest.raises(ImportError, match=r"needs no_such_framework.*pip install 'lstsd\[lightning\]'"):
+    with pytest.raises(ImportError, match=r"needs no_such_framework.*pip install -e '\.\[lightning\]' in a clone"):
         import_framework("no_such_framework", extra="lightning")
 
 

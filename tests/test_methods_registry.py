@@ -6,8 +6,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lstsd import IndexedDataset
 from lstsd.losses import cross_entropy
-from lstsd.methods import Method, Vanilla, available_methods, create_method, register_method
-from lstsd.methods import _REGISTRY
+from lstsd.methods import _REGISTRY, Method, Vanilla, available_methods, create_method, register_method
 
 
 def test_create_method_by_name_passes_settings():

@@ -164,3 +164,22 @@ def test_the_sparse_cross_entropy_equals_the_dense_soft_cross_entropy():
 def test_bytes_per_supervised_token():
     assert TokenBank(1, 49152, bank_format="topk", k=8).nbytes_per_token() == 8 * (2 + 4) + 1
     assert TokenBank(1, 49152, bank_format="sampled", k=16).nbytes_per_token() == 16 * (2 + 4) + 1
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_the_fused_cross_entropy_and_kls_equal_autograd_through_the_dense_loss(temperature: float):
+    from lstsd.sparse import sparse_ce_and_kls
+    g = torch.Generator().manual_seed(4)
+    teachers = [SparseTargets.top_k(torch.softmax(torch.randn(7, V, generator=g), dim=1), k=k) for k in (3, 6)]
+    masks = [torch.tensor([True] * 6 + [False]), None]
+    labels = torch.randint(0, V, (7,), generator=g)
+    logits = torch.randn(7, V, generator=g, requires_grad=True)
+    ce, kls = sparse_ce_and_kls(logits, labels, teachers, temperature, masks)
+    fused = ce + 2.4 * kls[0] + 4.0 * kls[1]
+    (grad_fused,) = torch.autograd.grad(fused, logits)
+    dense = (torch.nn.functional.cross_entropy(logits, labels)
+             + 2.4 * distillation_kl(logits, teachers[0].to_dense(), temperature, mask=masks[0])
+             + 4.0 * distillation_kl(logits, teachers[1].to_dense(), temperature))
+    (grad_dense,) = torch.autograd.grad(dense, logits)
+    assert torch.allclose(fused, dense, atol=1e-5)
+    assert torch.allclose(grad_fused, grad_dense, atol=1e-6)

@@ -9,13 +9,18 @@ The core library (this package without :mod:`lstsd.harness`) needs only torch an
 * :class:`lstsd.data.IndexedDataset`, which makes a data set yield each sample's index.
 """
 
+from importlib import metadata as _metadata
+
 from . import losses, methods
 from .bank import SoftTargetBank
 from .data import IndexedDataset
 from .losses import distillation_kl
 from .methods import LSTSD, Method, available_methods, create_method, register_method
 
-__version__ = "0.1.0"
+try:   # the installed distribution's version (pyproject.toml's, as of the last install); CHANGELOG.md
+    __version__ = _metadata.version("lstsd")
+except _metadata.PackageNotFoundError:   # a source tree on sys.path, never installed
+    __version__ = "0+unknown"
 
 __all__ = ["LSTSD", "IndexedDataset", "Method", "SoftTargetBank", "available_methods", "create_method",
            "distillation_kl", "losses", "methods", "register_method", "__version__"]

@@ -160,9 +160,15 @@ def check_batch(logits: object, targets: object, indices: object | None, *, num_
         stats += _indices_stats(indices, allow_repeats=False)
     finite, t_lo, t_hi, *index_stats = torch.stack([s.to(logits.device) for s in stats]).tolist()  # one sync
     _targets_values(t_lo, t_hi, num_classes)
-    if indices is not None:
-        i_lo, i_hi, repeated = index_stats
-        _indices_values(i_lo, i_hi, repeated, num_samples, "indices")
+    return _indices_and_finite(indices, index_stats, finite, num_samples)
+
+
+def _indices_and_finite(indices: torch.Tensor | None, index_stats: list[int], finite: int,
+                        num_samples: int) -> torch.Tensor | None:
+    """The end of a batch check: the indices' values (from their synced stats), then finite logits."""
+    if indices is not None and index_stats:
+        low, high, repeated = index_stats
+        _indices_values(low, high, repeated, num_samples, "indices")
     if not finite:
         raise ValueError("logits contain NaN or infinite values (nothing was recorded for this batch): the "
                          "model diverged or its inputs are not finite; lower the learning rate, use fp32, "
@@ -199,11 +205,4 @@ def check_sequence_batch(logits: object, labels: object, indices: object | None,
     if lo < 0 or hi >= num_classes:
         raise ValueError(f"labels contain token {lo if lo < 0 else hi}, outside [0, {num_classes}) and not -100 "
                          "(the label of positions without a loss)")
-    if indices is not None and batch:
-        i_lo, i_hi, repeated = index_stats
-        _indices_values(i_lo, i_hi, repeated, num_samples, "indices")
-    if not finite:
-        raise ValueError("logits contain NaN or infinite values (nothing was recorded for this batch): the "
-                         "model diverged or its inputs are not finite; lower the learning rate, use fp32, "
-                         "or check the data")
-    return None if indices is None else indices.long()
+    return _indices_and_finite(indices, index_stats, finite, num_samples)

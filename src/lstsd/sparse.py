@@ -42,7 +42,7 @@ import torch
 from .losses import KLDirection, check_kl_direction, check_temperature, distillation_kl
 
 __all__ = ["SparseTargets", "kl_against", "shared_student_stats", "sparse_cross_entropy", "sparse_kl", "sparse_kl_rows",
-           "sparse_kls", "student_stats"]
+           "sparse_ce_and_kls", "sparse_kls", "student_stats"]
 
 # As in lstsd.losses: a teacher probability that underflowed in an fp16 bank stays finite in the
 # literal direction.
@@ -157,41 +157,100 @@ def sparse_kl_rows(logits: torch.Tensor, target: SparseTargets, temperature: flo
             - (1.0 - q_ids.sum(dim=1)) * u.clamp_min(_TEACHER_FLOOR).log())
 
 
-class _TeacherStudentKL(torch.autograd.Function):
-    """KL(p_t ‖ softmax(z / T)) per row for several sparse teachers at once (``m × n``), with the
-    gradient in closed form: ∂KL/∂z = (softmax(z / T) − p̃) / T, p̃ the teacher's full distribution
-    (its stored probabilities at their ids, ``tail`` elsewhere). The backward pass builds one
-    ``n × V`` buffer whatever the number of teachers, where autograd through the gathers would
-    build one per gather."""
+class _SparseDistillation(torch.autograd.Function):
+    """Per row: the cross-entropy against the labels (when given) and KL(p_t ‖ softmax(z / T)) for
+    several sparse teachers (``m × n``), with the gradient in closed form,
+    ∂CE/∂z = softmax(z) − onehot(y) and ∂KL/∂z = (softmax(z / T) − p̃) / T, p̃ a teacher's full
+    distribution (its stored probabilities at their ids, ``tail`` elsewhere). The backward pass
+    builds one ``n × V`` buffer (two when T ≠ 1 and the cross-entropy is included) whatever the
+    number of teachers, where autograd would build one per gather and keep the log-softmax."""
 
     @staticmethod
-    def forward(ctx: Any, logits: torch.Tensor, temperature: float, *teachers: torch.Tensor) -> torch.Tensor:
-        lse, total = student_stats(logits.detach(), temperature)
+    def forward(ctx: Any, logits: torch.Tensor, labels: torch.Tensor | None, temperature: float,
+                *teachers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = logits.detach()
+        lse, total = student_stats(z, temperature)
         vocab = logits.shape[1]
         rows = []
         for ids, p, u in zip(teachers[0::3], teachers[1::3], teachers[2::3]):
-            log_q_ids = logits.detach().gather(1, ids).float() / temperature - lse[:, None]
+            log_q_ids = z.gather(1, ids).float() / temperature - lse[:, None]
             stored = (p > 0).sum(dim=1).to(p.dtype)
             in_ids = torch.where(p > 0, log_q_ids, torch.zeros_like(log_q_ids)).sum(dim=1)
             rows.append(torch.xlogy(p, p).sum(dim=1) + (vocab - stored) * torch.xlogy(u, u)
                         - (p * log_q_ids).sum(dim=1) - u * (total - vocab * lse - in_ids))
-        ctx.save_for_backward(logits, lse, *teachers)
-        ctx.temperature = temperature
-        return torch.stack(rows)
+        lse_1 = lse
+        if labels is None:
+            ce = z.new_zeros(0, dtype=torch.float32)
+        else:
+            lse_1 = lse if temperature == 1.0 else student_stats(z, 1.0)[0]
+            ce = lse_1 - z.gather(1, labels[:, None]).squeeze(1).float()
+        ctx.save_for_backward(logits, lse, lse_1, *([] if labels is None else [labels]), *teachers)
+        ctx.temperature, ctx.with_labels, ctx.teachers = temperature, labels is not None, len(teachers)
+        kl = torch.stack(rows) if rows else z.new_zeros(0, z.shape[0], dtype=torch.float32)
+        return ce, kl
 
     @staticmethod
-    def backward(ctx: Any, grad_rows: torch.Tensor) -> tuple[Any, ...]:
-        logits, lse, *teachers = ctx.saved_tensors
+    def backward(ctx: Any, grad_ce: torch.Tensor, grad_kl: torch.Tensor) -> tuple[Any, ...]:
+        saved = ctx.saved_tensors
+        logits, lse, lse_1 = saved[:3]
+        labels = saved[3] if ctx.with_labels else None
+        teachers = saved[3 + ctx.with_labels:]
         t = ctx.temperature
-        grad_rows = grad_rows.float()
-        # Σ_t g_t·(q − p̃_t) = (Σ_t g_t)·q − Σ_t g_t·u_t − Σ_t scatter(g_t·(p_t − u_t)) at the ids.
-        grad = torch.exp(logits.float() / t - lse[:, None])
-        grad.mul_(grad_rows.sum(dim=0)[:, None])
-        for g, ids, p, u in zip(grad_rows, teachers[0::3], teachers[1::3], teachers[2::3]):
+        grad_kl = grad_kl.float()
+        coef = grad_kl.sum(dim=0) / t                          # Σ_t g_t / T, per row
+        grad = logits.float() / t
+        grad.sub_(lse[:, None]).exp_()                          # softmax(z / T), in place
+        if labels is not None and t == 1.0:
+            grad.mul_((coef + grad_ce.float())[:, None])
+        else:
+            grad.mul_(coef[:, None])
+            if labels is not None:
+                grad.add_((logits.float() - lse_1[:, None]).exp_().mul_(grad_ce.float()[:, None]))
+        if labels is not None:
+            grad.scatter_add_(1, labels[:, None], -grad_ce.float()[:, None])       # − onehot(y)
+        for g, ids, p, u in zip(grad_kl, teachers[0::3], teachers[1::3], teachers[2::3]):
+            g = g / t
             grad.sub_((g * u)[:, None])
             grad.scatter_add_(1, ids, torch.where(p > 0, -(g[:, None] * (p - u[:, None])), torch.zeros_like(p)))
-        grad.div_(t)
-        return (grad.to(logits.dtype), None, *([None] * len(teachers)))
+        return (grad.to(logits.dtype), None, None, *([None] * ctx.teachers))
+
+
+def _flat_teachers(logits: torch.Tensor, targets: list[SparseTargets]) -> list[torch.Tensor]:
+    flat: list[torch.Tensor] = []
+    for target in targets:
+        if target.num_classes != logits.shape[1]:
+            raise ValueError(f"the sparse targets are over {target.num_classes} tokens but the logits have "
+                             f"{logits.shape[1]} columns")
+        flat += [target.ids.long(), target.probs.detach().float(), target.tail.detach().float()]
+    return flat
+
+
+def _reduce(per_row: torch.Tensor, mask: torch.Tensor | None, t: float, t2_scale: bool) -> torch.Tensor:
+    if mask is not None:
+        per_row = torch.where(mask, per_row, torch.zeros_like(per_row))
+    loss = per_row.sum() / per_row.shape[0]
+    return loss * (t * t) if t2_scale else loss
+
+
+def sparse_ce_and_kls(logits: torch.Tensor, labels: torch.Tensor, targets: list[SparseTargets],
+                      temperature: float = 1.0, masks: list[torch.Tensor | None] | None = None,
+                      t2_scale: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The mean cross-entropy against ``labels`` and :func:`sparse_kls` in one pass: one log-sum-exp
+    of the student per temperature and one gradient buffer (per-token LSTSD's loss, Eq. 1).
+
+    Example:
+        >>> logits, labels = torch.randn(3, 10), torch.tensor([1, 2, 3])
+        >>> teacher = SparseTargets.top_k(torch.softmax(torch.randn(3, 10), dim=1), 2)
+        >>> ce, (kl,) = sparse_ce_and_kls(logits, labels, [teacher], 2.0)
+        >>> bool(torch.allclose(ce, torch.nn.functional.cross_entropy(logits, labels)))
+        True
+    """
+    if logits.shape[0] == 0:
+        return logits.sum() * 0.0, [logits.sum() * 0.0 for _ in targets]
+    t = check_temperature(temperature)
+    ce_rows, kl_rows = _SparseDistillation.apply(logits, labels.long(), t, *_flat_teachers(logits, targets))
+    masks = masks or [None] * len(targets)
+    return ce_rows.mean(), [_reduce(per_row, mask, t, t2_scale) for per_row, mask in zip(kl_rows, masks)]
 
 
 def sparse_kls(logits: torch.Tensor, targets: list[SparseTargets], temperature: float = 1.0,
@@ -209,21 +268,9 @@ def sparse_kls(logits: torch.Tensor, targets: list[SparseTargets], temperature: 
     if logits.shape[0] == 0:
         return [logits.sum() * 0.0 for _ in targets]
     t = check_temperature(temperature)
+    _, kl_rows = _SparseDistillation.apply(logits, None, t, *_flat_teachers(logits, targets))
     masks = masks or [None] * len(targets)
-    flat: list[torch.Tensor] = []
-    for target in targets:
-        if target.num_classes != logits.shape[1]:
-            raise ValueError(f"the sparse targets are over {target.num_classes} tokens but the logits have "
-                             f"{logits.shape[1]} columns")
-        flat += [target.ids.long(), target.probs.detach().float(), target.tail.detach().float()]
-    rows = _TeacherStudentKL.apply(logits, t, *flat)
-    out = []
-    for per_row, mask in zip(rows, masks):
-        if mask is not None:
-            per_row = torch.where(mask, per_row, torch.zeros_like(per_row))
-        loss = per_row.sum() / logits.shape[0]
-        out.append(loss * (t * t) if t2_scale else loss)
-    return out
+    return [_reduce(per_row, mask, t, t2_scale) for per_row, mask in zip(kl_rows, masks)]
 
 
 def sparse_kl(logits: torch.Tensor, target: SparseTargets, temperature: float = 1.0,

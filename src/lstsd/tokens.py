@@ -100,6 +100,13 @@ def token_keys(example_indices: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
     return (examples[mask] << KEY_BITS) | rank[mask]
 
 
+def _to_device(rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``rows`` (gathered on the host) on ``device``, staged in pinned memory when pinning is available."""
+    if rows.device.type == "cpu" and device.type != "cpu" and torch.cuda.is_available():
+        rows = rows.pin_memory()
+    return rows.to(device, non_blocking=True)
+
+
 class TokenBank(nn.Module):
     """Sparse soft targets of every supervised token of ``num_samples`` examples, over a vocabulary of
     ``num_classes`` tokens, in a ragged layout (module docstring).
@@ -260,17 +267,17 @@ class TokenBank(nn.Module):
         self.filled = needed
 
     # ------------------------------------------------------------------ rows
-    def store(self, keys: torch.Tensor, values: torch.Tensor, ids: torch.Tensor,
-              finite: torch.Tensor | None = None) -> None:
-        """Write rows already in storage form (from :meth:`encode`); keys must be unique. A row
-        holding NaN or inf is not written (the token keeps its previous target)."""
+    def store(self, keys: torch.Tensor, *rows: torch.Tensor, finite: torch.Tensor | None = None) -> None:
+        """Write rows already in storage form (``values, ids`` from :meth:`encode`); keys must be
+        unique. A row holding NaN or inf is not written (the token keeps its previous target)."""
+        values, ids = rows
         self._assign(keys)
-        rows, _ = self._rows(keys)
+        where, _ = self._rows(keys)
         values, ids = values.to(self.device, self.values.dtype), ids.to(self.device, torch.int32)
         ok = torch.isfinite(values.float()).all(dim=1) if finite is None else finite.to(self.device)
-        self.values[rows] = torch.where(ok[:, None], values, self.values[rows])
-        self.ids[rows] = torch.where(ok[:, None], ids, self.ids[rows])
-        self.recorded[rows] = self.recorded[rows] | ok
+        self.values[where] = torch.where(ok[:, None], values, self.values[where])
+        self.ids[where] = torch.where(ok[:, None], ids, self.ids[where])
+        self.recorded[where] = self.recorded[where] | ok
 
     def read(self, keys: torch.Tensor, device: torch.device | str | None = None) -> tuple[SparseTargets, torch.Tensor]:
         """``(targets, recorded)`` for ``keys`` on ``device`` (default: the keys' device); tokens of an
@@ -283,8 +290,8 @@ class TokenBank(nn.Module):
             recorded = torch.zeros_like(known)
         else:
             values, ids, recorded = self.values[rows], self.ids[rows], self.recorded[rows] & known
-        non_blocking = self.device.type == "cpu" and out.type != "cpu"
-        values, ids, recorded = (t.to(out, non_blocking=non_blocking) for t in (values, ids, recorded))
+        if out != self.device:   # through pinned memory (where pinning exists), so the copies do not block
+            values, ids, recorded = (_to_device(t, out) for t in (values, ids, recorded))
         return self.targets(values, ids, recorded), recorded
 
     # ------------------------------------------------------------------ nn.Module plumbing

@@ -15,18 +15,20 @@ settings and the number of steps; ``compare`` checks every run of the comparison
 before the first one starts, and warns when a method's distillation would never start.
 
 ``--jobs N`` makes N runs at once, each with ``cores // N`` threads (:mod:`lstsd.harness.parallel`);
-under ``torchrun`` only rank 0 prints.
+under ``torchrun`` only rank 0 prints, an error is printed by one process, ``--jobs`` is refused,
+and a process that dies makes the others stop with one line naming it and the resume command.
 
 Foreseeable faults (a bad config or preset, data missing where it was asked for, an output folder
-that cannot be written, a full disk, a diverged run, Ctrl-C) end with one line on stderr,
-``lstsd <command>: error: <what> — <what to do>``, and exit status 2 (130 after Ctrl-C, with the
-command that resumes). ``--debug`` prints the traceback as well.
+that cannot be written, a full disk, a diverged run, Ctrl-C, SIGTERM) end with one line on stderr,
+``lstsd <command>: error: <what> — <what to do>``, and exit status 2 (130 after Ctrl-C, 143 after
+SIGTERM, with the command that resumes). ``--debug`` prints the traceback as well.
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import shlex
 import signal
@@ -34,18 +36,27 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from .. import __version__
 from ..methods import Method, available_methods, create_method
-from .config import (TrainConfig, apply_overrides, check_required, config_differences, load_config, parse_override,
-                     read_yaml, select_method_args)
+from .config import (
+    TrainConfig,
+    apply_overrides,
+    check_required,
+    config_differences,
+    load_config,
+    parse_override,
+    read_yaml,
+    select_method_args,
+)
 from .ddp import first_to_report
-from .errors import (ConfigError, ConfigNotFoundError, HarnessError, OutputError, ReportError, is_disk_full,
-                     one_line)
+from .errors import ConfigError, ConfigNotFoundError, HarnessError, OutputError, ReportError, is_disk_full, one_line
 from .registry import available_datasets, available_models, dataset_entry, model_kind
 from .report import collect, cost_table, find_runs, paired_table, results_table, teacher_table, write_plots
 from .rundir import CHECKPOINT, CONFIG, METRICS, RESULTS, absolute, is_finished, resume_command
@@ -98,15 +109,27 @@ def _csv(text: str | None) -> list[str] | None:
 
 
 def _split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str]]]:
-    """``method_args.<method>.<key>=v`` applies to that method only; everything else to every run."""
+    """``method_args.<method>.<key>=v`` (or ``method_args.<method>={key: v, ...}``) applies to that
+    method only, as ``method_args.<key>=v`` on top of its settings; everything else to every run.
+
+    Example:
+        >>> _split_overrides(["epochs=2", "method_args.lstsd.temperature=4", "method_args.lstsd={lambda_long: 1}"])
+        (['epochs=2'], {'lstsd': ['method_args.temperature=4', 'method_args.lambda_long=1']})
+    """
     shared: list[str] = []
     per_method: dict[str, list[str]] = {}
     for text in overrides:
         parts = text.split("=", 1)[0].split(".")
         if len(parts) >= 3 and parts[0] == "method_args" and parts[1] in available_methods():
             per_method.setdefault(parts[1], []).append("method_args." + text.split(".", 2)[2])
-        else:
-            shared.append(text)
+            continue
+        if len(parts) == 2 and parts[0] == "method_args" and parts[1] in available_methods():
+            value = parse_override(text)[1]
+            if isinstance(value, dict):   # the whole mapping of one method: each key on its own
+                per_method.setdefault(parts[1], []).extend(
+                    f"method_args.{key}={json.dumps(item)}" for key, item in value.items())
+                continue
+        shared.append(text)
     return shared, per_method
 
 
@@ -199,7 +222,7 @@ def distillation_warnings(cfg: TrainConfig, method: Method) -> list[str]:
         >>> cfg = TrainConfig(dataset="digits", method="lstsd", epochs=3, method_args={"generation_epochs": 3})
         >>> method = create_method("lstsd", num_samples=8, num_classes=10, **cfg.method_args)
         >>> print(distillation_warnings(cfg, method)[0])   # doctest: +ELLIPSIS
-        lstsd: epochs=3 ≤ generation_epochs=3: training never reaches a second mini-generation, so distillation never starts ...
+        lstsd: epochs=3 ≤ generation_epochs=3: training never reaches a second mini-generation, so ...
     """
     generations = getattr(method, "generations", None)
     length = getattr(generations, "length", None)
@@ -219,7 +242,8 @@ def describe_run(cfg: TrainConfig) -> str:
         >>> cfg = TrainConfig(name="demo", dataset="digits", model="resnet", model_args={"depth": 8},
         ...                   method="vanilla", epochs=2, run_dir="/tmp/demo")
         >>> print(describe_run(cfg))
-        demo: digits (all training samples), model resnet(depth=8), method vanilla (its defaults), 2 epochs, batch 128, sgd lr 0.1, seed 0, device auto, precision auto -> /tmp/demo
+        demo: digits (all training samples), model resnet(depth=8), method vanilla (its defaults), 2 epochs, ...,
+        seed 0, device auto, precision auto -> /tmp/demo
     """
     subset = "all training samples" if cfg.train_subset is None else f"train_subset={cfg.train_subset:g}"
     if cfg.val_fraction:
@@ -495,7 +519,8 @@ def report(run_dirs: list[str], out_dir: str | None = None,
                 f"none of the {len(paths)} paths given is a finished run or a folder of finished runs")
         raise ReportError(what, "pass run folders that hold results.json, a comparison folder (lstsd compare "
                                 "--out DIR), or a glob such as runs/compare-quick/*")
-    if teachers_epoch is not None and not any(row.get("epoch") == teachers_epoch - 1 for r in records for row in r.rows):
+    if teachers_epoch is not None and not any(row.get("epoch") == teachers_epoch - 1
+                                              for r in records for row in r.rows):
         longest = max((len(r.rows) for r in records), default=0)
         raise ReportError(f"--teachers-epoch {teachers_epoch}: no run logged that epoch",
                           f"give an epoch from 1 to {longest}")
@@ -668,6 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "train, compare and report one-generation teacher-student methods.")
     parser.add_argument("--debug", action="store_true", default=False,
                         help="show the traceback of an error, not only its one-line message")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", parents=[common], help="one run into a run directory")

@@ -75,7 +75,7 @@ _POOL_STOPPED: Any = None       # in a pool worker: the parent's event "stop: st
 
 
 def _run_in_worker(request: RunRequest, threads: int) -> dict[str, Any]:
-    import torch   # the pool's processes are spawned: set the threads before any work
+    import torch  # the pool's processes are spawned: set the threads before any work
     torch.set_num_threads(threads)
     from .config import TrainConfig
     from .trainer import Trainer
@@ -187,9 +187,9 @@ def run_all(requests: Sequence[RunRequest], *, jobs: int = 1, threads: int | Non
         torch.set_num_threads(threads or before)
         try:
             for k, request in enumerate(requests):
-                results[k] = _run_in_worker(request, threads or before)
+                made = results[k] = _run_in_worker(request, threads or before)
                 if on_done is not None:
-                    on_done(request, results[k])
+                    on_done(request, made)
         finally:
             torch.set_num_threads(before)
         return results  # type: ignore[return-value]
@@ -213,9 +213,9 @@ def run_all(requests: Sequence[RunRequest], *, jobs: int = 1, threads: int | Non
                 error = future.exception()
                 if error is not None:
                     raise error
-                results[k] = future.result()
+                made = results[k] = future.result()
                 if on_done is not None:
-                    on_done(requests[k], results[k])
+                    on_done(requests[k], made)
     except BaseException:
         _stop_pool(pool, futures, stopped)   # a failed run, or this process stopped: the other runs stop too
         raise

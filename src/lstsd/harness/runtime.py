@@ -49,7 +49,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             raise ValueError("precision fp16 (AMP with loss scaling) needs CUDA; use bf16 or fp32 on CPU")
         return precision
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if _native_bf16() else "fp16"
     if device.type == "cpu" and torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX"):
         return "bf16"
     return "fp32"
@@ -175,3 +175,12 @@ def hold_signals() -> None:
     if threading.current_thread() is threading.main_thread():
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, signal.SIG_IGN)
+
+
+def _native_bf16() -> bool:
+    """Whether the GPU computes bf16 natively (recent torch also answers True where it is emulated,
+    slowly, e.g. on a V100 or T4, where fp16 is the faster choice)."""
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:   # a torch without the argument: it reported native support only
+        return bool(torch.cuda.is_bf16_supported())

@@ -9,7 +9,7 @@ product. Keys are config keys, dotted into ``model_args``/``method_args``.
 Example:
     >>> axes = [parse_axis("method_args.generation_epochs=1,3"), parse_axis("lr,batch_size=0.1:128,0.05:64")]
     >>> [point_overrides(p) for p in grid_points(axes)][:2]
-    [['method_args.generation_epochs=1', 'lr=0.1', 'batch_size=128'], ['method_args.generation_epochs=1', 'lr=0.05', 'batch_size=64']]
+    [['method_args.generation_epochs=1', 'lr=0.1', 'batch_size=128'], ['method_args.generation_epochs=1', ...]]
     >>> point_label(grid_points(axes)[0])
     'generation_epochs1-lr0.1-batch_size128'
 """

@@ -50,8 +50,16 @@ from .errors import DiskFullError, DivergedError, RunError, is_disk_full
 from .metrics import compute_metrics
 from .optim import build_optimizer, step_decay_schedule
 from .rundir import CHECKPOINT, CONFIG, METRICS, RESULTS, resume_command
-from .runtime import (Progress, autocast, resolve_device, resolve_precision, rng_state, same_precision, seed_everything,
-                      set_rng_state)
+from .runtime import (
+    Progress,
+    autocast,
+    resolve_device,
+    resolve_precision,
+    rng_state,
+    same_precision,
+    seed_everything,
+    set_rng_state,
+)
 from .task import Task
 from .tasks import build_task
 
@@ -84,7 +92,7 @@ class Trainer:
         self.model = self.task.model.to(self.device)
         self.image_data = isinstance(data.train.features, torch.Tensor) and data.train.features.dim() == 4
         if cfg.channels_last and self.image_data:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         memory_format = torch.channels_last if cfg.channels_last and self.image_data else torch.contiguous_format
         transform = None
         if cfg.augment and self.image_data:
@@ -97,7 +105,8 @@ class Trainer:
         if len(self.train_loader) == 0:
             raise ValueError(f"batch_size={cfg.batch_size} with drop_last leaves no batch of "
                              f"{len(data.train)} training samples")
-        self.eval_splits = {name: split for name, split in (("val", data.val), ("test", data.test)) if split is not None}
+        self.eval_splits = {name: split for name, split in (("val", data.val), ("test", data.test))
+                            if split is not None}
         self.eval_memory_format = memory_format
 
         # The network trained by the optimizer: under torchrun, DDP around the model (its gradients
@@ -183,6 +192,7 @@ class Trainer:
         saved_precision = state.get("precision") or saved.get("precision", "auto")
         if "precision" in diff and same_precision(saved_precision, self.precision, self.device):
             diff.remove("precision")
+            self.cfg.precision = saved["precision"]   # the run keeps its own settings (config.yaml, the report)
         if diff:
             listing = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in diff)
             raise ValueError(f"{used} comes from another run ({listing}). Resume with the run's own config "
@@ -416,7 +426,8 @@ def teacher_summary(history: list[dict[str, Any]]) -> dict[str, dict[str, float]
     over the epochs that have it (a teacher exists only from the second mini-generation on).
 
     Example:
-        >>> teacher_summary([{"epoch": 0}, {"epoch": 1, "teacher_short_kl": 0.2}, {"epoch": 2, "teacher_short_kl": 0.4}])
+        >>> teacher_summary([{"epoch": 0}, {"epoch": 1, "teacher_short_kl": 0.2},
+        ...                  {"epoch": 2, "teacher_short_kl": 0.4}])
         {'short_kl': {'last': 0.4, 'mean': 0.30000000000000004, 'epochs': 2}}
     """
     values: dict[str, list[float]] = {}

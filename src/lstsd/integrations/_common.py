@@ -39,7 +39,7 @@ def import_framework(*names: str, extra: str) -> ModuleType:
         except ImportError as err:   # not installed, or installed but broken (say which)
             errors.append(f"{name}: {err}")
     raise ImportError(f"lstsd.integrations.{extra} needs {' or '.join(names)}, which cannot be imported "
-                      f"({'; '.join(errors)}): install it with pip install 'lstsd[{extra}]'")
+                      f"({'; '.join(errors)}): install it with pip install -e '.[{extra}]' in a clone of lstsd")
 
 
 def build_method(method: str | Method, *, num_samples: int | None, num_classes: int | None,

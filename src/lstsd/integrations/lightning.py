@@ -1,6 +1,6 @@
 """Any registered method (LSTSD, the baselines) inside a PyTorch Lightning ``LightningModule``.
 
-Install with ``pip install 'lstsd[lightning]'`` (the ``lightning`` package; a standalone
+Install with ``pip install -e '.[lightning]'`` in a clone (the ``lightning`` package; a standalone
 ``pytorch_lightning`` install works too). Three pieces, because a Lightning ``Callback`` cannot
 change the loss:
 

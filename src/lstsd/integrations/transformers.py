@@ -1,6 +1,6 @@
 """Any registered method (LSTSD, the baselines) inside the Hugging Face ``transformers.Trainer``.
 
-Install with ``pip install 'lstsd[transformers]'`` (``transformers`` and ``accelerate``).
+Install with ``pip install -e '.[transformers]'`` in a clone (``transformers`` and ``accelerate``).
 :class:`LSTSDTrainer` is a ``Trainer`` whose loss is the method's, for sequence-classification
 models (anything whose output has ``logits`` of shape ``B × C``)::
 
@@ -365,7 +365,8 @@ class LSTSDTrainer(_Trainer):
         items = num_items_in_batch if self.causal_lm else None
         if model.training:
             self._driver.check_loss_call(indices, inputs)
-            loss = self.method.loss(logits, labels, indices, model=self.network, inputs=inputs, num_items_in_batch=items)
+            loss = self.method.loss(logits, labels, indices, model=self.network, inputs=inputs,
+                                    num_items_in_batch=items)
             self._add_components()
         elif self.causal_lm:
             loss = causal_lm_cross_entropy(logits, labels, items)

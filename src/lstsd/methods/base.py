@@ -208,7 +208,8 @@ class Method(nn.Module, abc.ABC):
         model's own loss (the mean over the tokens, or their sum over ``num_items_in_batch``)."""
         if not self.accepts_sequences:
             fix = ("build it with per_token=True" if hasattr(self, "bank_settings") else
-                   "it has no per-token form; use lstsd, lstsd_wo_long, lstsd_wo_short, ps_kd, label_smoothing or vanilla")
+                   "it has no per-token form; use lstsd, lstsd_wo_long, lstsd_wo_short, ps_kd, label_smoothing or "
+                   "vanilla")
             raise ValueError(f"method {self.name!r} got B × T × V logits (a causal LM's) but takes B × C logits: {fix}")
         if self.validate:
             indices = check_sequence_batch(logits, labels, indices, num_samples=self.num_samples,
@@ -331,8 +332,12 @@ class Method(nn.Module, abc.ABC):
         return {k[len(head):] for k in state_dict if k.startswith(head)}
 
     def _follow_device(self, device: torch.device) -> None:
-        """Move the method's buffers and teachers to ``device`` if they are elsewhere (one check per step)."""
-        first = next(self.buffers(), None)
+        """Move the method's buffers and teachers to ``device`` if they are elsewhere (one check per step).
+
+        Host-resident banks (``bank_device="cpu"``, per-token banks) stay where they are, so the check
+        reads the first buffer of the rest."""
+        first = next((b for m in self.modules() if not getattr(m, "cpu_resident", False)
+                      for b in m.buffers(recurse=False)), None)
         if first is not None and first.device != device:
             self.to(device)
 

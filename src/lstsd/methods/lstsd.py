@@ -31,10 +31,10 @@ import torch
 from torch import nn
 
 from ..bank import Bank, finite_rows
-from ..tokens import TokenBank
 from ..diagnostics import TeacherMonitor
 from ..losses import KLDirection, cross_entropy
-from ..sparse import SparseTargets, kl_against, sparse_kls
+from ..sparse import SparseTargets, kl_against, sparse_ce_and_kls
+from ..tokens import TokenBank
 from .base import LossParts, Method
 from .settings import BankSettings, Distillation, MiniGenerations, check_int, check_weight, gaussian_rampup
 
@@ -62,19 +62,19 @@ def lstsd_loss(logits: torch.Tensor, targets: torch.Tensor, *,
         >>> sorted(parts), round(total.item(), 4)
         (['ce', 'long', 'short'], 0.4013)
     """
-    ce = cross_entropy(logits, targets)
-    total = ce
-    parts = {"ce": ce.detach()}
     active = [(name, teacher, mask, weight) for name, teacher, mask, weight in (
         ("long", long_term_targets, long_term_mask, lambda_long),
         ("short", short_term_targets, short_term_mask, lambda_short)) if teacher is not None and weight != 0]
-    if active and kl_direction == "teacher_student" and all(isinstance(t, SparseTargets) for _, t, _, _ in active):
-        # Per-token targets: both teachers' KL in one pass over the vocabulary (lstsd.sparse.sparse_kls).
-        kls = sparse_kls(logits, [t for _, t, _, _ in active], temperature,  # type: ignore[misc]  # all sparse
-                         [m for _, _, m, _ in active], t2_scale)
+    sparse = [t for _, t, _, _ in active if isinstance(t, SparseTargets)]
+    if active and kl_direction == "teacher_student" and len(sparse) == len(active):
+        # Per-token targets: the cross-entropy and both teachers' KL in one pass over the vocabulary.
+        ce, kls = sparse_ce_and_kls(logits, targets, sparse, temperature, [m for _, _, m, _ in active], t2_scale)
     else:
+        ce = cross_entropy(logits, targets)
         kls = [kl_against(logits, t, temperature, mask=m, direction=kl_direction, t2_scale=t2_scale)
                for _, t, m, _ in active]
+    total = ce
+    parts = {"ce": ce.detach()}
     for (name, _, _, weight), kl in zip(active, kls):
         total = total + weight * kl
         parts[name] = kl.detach()

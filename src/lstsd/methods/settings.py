@@ -214,7 +214,7 @@ class BankSettings:
             return TokenBank(num_samples, num_classes, bank_format=self.format, k=k, dtype=self.dtype,
                              cpu_resident=True)
         return make_bank(num_samples, num_classes, bank_format=self.format, bank_topk=self.topk, dtype=self.dtype,
-                         bank_device=self.place, device=device, validate=False)
+                         bank_device=self.place, device=None if self.place == "cpu" else device, validate=False)
 
     def hparams(self) -> dict[str, Any]:
         """The settings a checkpoint must agree on (the bank's place is not one: it may change on resume);

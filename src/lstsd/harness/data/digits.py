@@ -44,7 +44,8 @@ def load_digits(*, test_fraction: float = 0.2, split_seed: int = 0) -> DatasetSp
     try:
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the digits data set needs scikit-learn: pip install 'lstsd[harness]'") from exc
+        raise ImportError("the digits data set needs scikit-learn: pip install -e '.[harness]' in a clone of "
+                          "lstsd") from exc
     bunch = sk_load_digits()
     images = torch.from_numpy(np.asarray(bunch.images, dtype=np.float32)).unsqueeze(1)
     x = (images / 16.0 - DIGITS_MEAN) / DIGITS_STD

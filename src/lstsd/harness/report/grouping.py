@@ -176,7 +176,8 @@ def differences_between_rows(records: list[RunRecord]) -> list[str]:
 
 # ----------------------------------------------------------------------------- naming a row
 def _same_value(shown: str, wanted: str) -> bool:
-    """``wanted`` (as typed after ``key=``) names the value ``shown``: equal text, or equal numbers (``0`` = ``0.0``)."""
+    """``wanted`` (as typed after ``key=``) names the value ``shown``: equal text, or equal numbers
+    (``0`` = ``0.0``)."""
     if shown == wanted:
         return True
     try:

@@ -3,7 +3,8 @@
 What is not a finished run is skipped with a note (a ``plots/`` folder, a stray file, an
 unfinished run: the note says how to finish it, with absolute paths so the command works from any
 folder), and so is a finished run whose files cannot be read (a corrupt ``results.json``: the note
-names the file and how to write it again). A folder given twice counts once. Reading one run is :func:`lstsd.harness.rundir.read_run`.
+names the file and how to write it again). A folder given twice counts once. Reading one run is
+:func:`lstsd.harness.rundir.read_run`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def find_runs(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[str]
         ...     Path(tmp, "plots").mkdir()
         ...     runs, notes = find_runs([tmp, run, Path(tmp, "plots")])
         ...     [p.name for p in runs], [n.split(": ", 1)[1] for n in notes]
-        (['lstsd-seed0'], ['given more than once: counted once', 'not a run (no results.json, config.yaml or checkpoint.pt) nor a folder of runs: skipped'])
+        (['lstsd-seed0'], ['given more than once: counted once', 'not a run (...) nor a folder of runs: skipped'])
     """
     runs: list[Path] = []
     notes: list[str] = []
@@ -97,7 +98,8 @@ def collect(run_dirs: Sequence[str | os.PathLike], notes: list[str] | None = Non
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     run = Path(tmp, "run"); run.mkdir(); _ = (run / "results.json").write_text('{"method": ')
         ...     notes = []
-        ...     collect([run], notes), notes[0].endswith("not valid JSON (Expecting value at line 1 column 12): skipped — run it again")
+        ...     records = collect([run], notes)
+        >>> records, notes[0].endswith("not valid JSON (Expecting value at line 1 column 12): skipped — run it again")
         ([], True)
     """
     records: list[RunRecord] = []
