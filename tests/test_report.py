@@ -110,3 +110,19 @@ def test_runs_of_an_unknown_method_compare_what_was_written(tmp_path):
     records = report.collect(runs)
     assert [r.row for r in records] == ["retired_method", "retired_method"]
     assert report.run_settings(records[0])["method_args.generation_epochs"] == 1
+
+
+def test_methods_with_their_own_settings_make_no_note_that_rows_differ():
+    # vanilla has no settings of its own (resolved to {}), LSTSD has many: that is the methods
+    # differing, not the runs; only a setting outside method_args is worth the caption's note.
+    from pathlib import Path
+
+    from lstsd.harness.report.grouping import differences_between_rows
+    from lstsd.harness.rundir import RunRecord
+    base = {"dataset": "digits", "model": "mlp", "lr": 0.1}
+    runs = [RunRecord(Path("a"), "vanilla", "mlp", "digits", 0, {}, [], {}, config={**base, "method": "vanilla"}),
+            RunRecord(Path("b"), "lstsd", "mlp", "digits", 0, {}, [], {},
+                      config={**base, "method": "lstsd", "method_args": {"generation_epochs": 2}})]
+    assert differences_between_rows(runs) == []
+    runs[1].config["lr"] = 0.05
+    assert differences_between_rows(runs) == ["lr"]

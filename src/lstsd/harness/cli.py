@@ -305,14 +305,21 @@ def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[i
 
     # Every run's config and method, checked before anything trains.
     plan = build_plan(preset, [PlanArm(method, method) for method in methods], seeds, root, shared, per_method)
-    fix = "fix the preset's method_args or pass --set method_args.METHOD.KEY=VALUE"
-    check_plan(plan, root, fix, warn)
-    log(f"lstsd compare --preset {preset['name']}: {len(methods)} methods × {len(seeds)} seeds = {len(plan)} runs "
-        f"into {absolute(root)}")
-    runs = run_plan(plan, jobs=jobs, threads=threads, log=log, context=context)
+    runs = _check_and_run(plan, root, "fix the preset's method_args or pass --set method_args.METHOD.KEY=VALUE",
+                          f"lstsd compare --preset {preset['name']}: {len(methods)} methods × {len(seeds)} seeds",
+                          warn=warn, log=log, jobs=jobs, threads=threads, context=context)
     if not _main_process():
         return runs, ""   # under torchrun, rank 0 alone writes the plots
     return runs, _tables_and_plots(runs, root / "plots", methods=methods)
+
+
+def _check_and_run(plan: list[TrainConfig], root: Path, fix: str, what: str, *, warn: Callable[[str], None],
+                   log: Callable[[str], None], jobs: int, threads: int | None,
+                   context: _Context | None) -> list[Path]:
+    """Check every run of ``plan`` (:func:`check_plan`), say what runs where, and run them (:func:`run_plan`)."""
+    check_plan(plan, root, fix, warn)
+    log(f"{what} = {len(plan)} runs into {absolute(root)}")
+    return run_plan(plan, jobs=jobs, threads=threads, log=log, context=context)
 
 
 @dataclass(frozen=True)
@@ -429,11 +436,9 @@ def sweep(preset_name: str, *, grid: list[str] | None = None, method: str | None
     points = grid_points(axes)
     arms = [PlanArm(method, f"{method}-{point_label(point)}", tuple(point_overrides(point))) for point in points]
     plan = build_plan(preset, arms, seeds, root, shared, per_method)
-    fix = "fix the --grid values or the preset's method_args"
-    check_plan(plan, root, fix, warn)
-    log(f"lstsd sweep --preset {preset['name']}: {method}, {len(points)} grid points × {len(seeds)} seeds = "
-        f"{len(plan)} runs into {absolute(root)}")
-    runs = run_plan(plan, jobs=jobs, threads=threads, log=log, context=context)
+    runs = _check_and_run(plan, root, "fix the --grid values or the preset's method_args",
+                          f"lstsd sweep --preset {preset['name']}: {method}, {len(points)} grid points × "
+                          f"{len(seeds)} seeds", warn=warn, log=log, jobs=jobs, threads=threads, context=context)
     if not _main_process():
         return runs, ""   # under torchrun, rank 0 alone writes the table and the plot
     per_point = [runs[k * len(seeds):(k + 1) * len(seeds)] for k in range(len(points))]

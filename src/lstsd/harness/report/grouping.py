@@ -31,9 +31,11 @@ _PLACE_KEYS = ("dataset", "model", "method")
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; an empty dict adds no key (it sets nothing: a method
+    without settings, vanilla, is not told apart from the others by an empty ``method_args``)."""
     flat: dict[str, Any] = {}
     for key, value in values.items():
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):
             flat.update(_flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
