@@ -22,6 +22,7 @@ SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
     "lstsd_topk": ("lstsd", {"generation_epochs": 1, "bank_topk": 3, "bank_dtype": "float32"}),
     "lstsd_sampled": ("lstsd", {"generation_epochs": 1, "bank_format": "sampled", "bank_samples": 4}),
     "ps_kd": ("ps_kd", {"bank_topk": 2}),
+    "temporal_ensembling": ("temporal_ensembling", {"bank_topk": 3}),
 }
 
 
@@ -103,11 +104,11 @@ def test_per_token_banks_are_identical_on_both_ranks(ranks_output: Path, scenari
     assert any(k.endswith("values") for k in tensors)
     for key in tensors:
         assert torch.equal(states[0][key], states[1][key]), f"{scenario}: {key} differs between ranks"
-    counts = [v for k, v in states[0].items() if k.endswith("counts")][0]
+    counts = [v for k, v in states[0].items() if k.endswith(".counts")][0]     # a bank's (per example) counts
     assert counts.tolist() == [i % 5 + 2 for i in range(N)]          # every example, its own count
 
 
-@pytest.mark.parametrize("scenario", ["lstsd_topk", "ps_kd"])       # sampled draws differ by who draws them
+@pytest.mark.parametrize("scenario", ["lstsd_topk", "ps_kd", "temporal_ensembling"])   # sampled: drawn per rank
 def test_per_token_banks_equal_one_process_fed_every_rank_s_rows(ranks_output: Path, scenario: str):
     state = torch.load(ranks_output / f"{scenario}-rank0.pt", weights_only=True)
     reference = single_process_reference(*SCENARIOS[scenario])

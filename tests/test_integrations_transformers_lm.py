@@ -144,9 +144,9 @@ def test_a_lora_model_trains_with_lstsd(tmp_path: Path):
 
 def test_methods_that_cannot_take_per_token_logits_are_refused_when_the_trainer_is_built(tmp_path: Path):
     model = tiny_llama()
-    with pytest.raises(ValueError, match="'temporal_ensembling' cannot take a causal LM's per-token logits"):
+    with pytest.raises(ValueError, match="'mean_teacher' cannot take a causal LM's per-token logits"):
         LSTSDTrainer(model=model, args=arguments(tmp_path), train_dataset=add_index_column(rows()),
-                     data_collator=seq2seq(model), method="temporal_ensembling")
+                     data_collator=seq2seq(model), method="mean_teacher")
     config = transformers.BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                                      intermediate_size=16, num_labels=2)
     classifier = transformers.BertForSequenceClassification(config)

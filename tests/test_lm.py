@@ -17,7 +17,7 @@ from lstsd.tokens import TokenBank
 transformers = pytest.importorskip("transformers")
 
 V, N, T = 64, 6, 10
-PER_TOKEN = ["lstsd", "lstsd_wo_long", "lstsd_wo_short", "ps_kd"]
+PER_TOKEN = ["lstsd", "lstsd_wo_long", "lstsd_wo_short", "ps_kd", "temporal_ensembling"]
 
 
 def tiny_llama(seed: int = 0) -> Any:
@@ -114,8 +114,10 @@ def test_distillation_starts_in_the_second_mini_generation(name: str):
 
 
 @pytest.mark.parametrize("settings", [{}, {"bank_format": "sampled", "bank_samples": 6}])
-@pytest.mark.parametrize("name", ["lstsd", "ps_kd"])
+@pytest.mark.parametrize("name", ["lstsd", "ps_kd", "temporal_ensembling"])
 def test_resume_from_the_method_s_state_dict_is_exact(name: str, settings: dict[str, Any]):
+    if name == "temporal_ensembling" and settings:   # its ensemble is top-k only: another k instead
+        settings = {"bank_topk": 3}
     ref_model, ref = tiny_llama(), build(name, **settings)
     full = run(ref, ref_model, range(4))
 
@@ -154,10 +156,11 @@ def test_faults_are_refused_in_one_line():
     plain.start_epoch(0)
     with pytest.raises(ValueError, match="takes B × C logits: build it with per_token=True"):
         plain.loss(logits, labels, torch.arange(N))
-    te = create_method("temporal_ensembling", num_samples=N, num_classes=V)
-    te.start_epoch(0)
+    teacher = create_method("mean_teacher", num_samples=N, num_classes=V)
+    teacher.setup(model)
+    teacher.start_epoch(0)
     with pytest.raises(ValueError, match="no per-token form"):
-        te.loss(logits, labels, torch.arange(N))
+        teacher.loss(logits, labels, torch.arange(N), model=model, inputs=ids)
     method = build("lstsd")
     method.start_epoch(0)
     with pytest.raises(ValueError, match="built with per_token=True"):
@@ -187,3 +190,33 @@ def test_a_batch_without_supervised_tokens_gives_a_zero_loss_and_writes_nothing(
     loss = method.loss(model(input_ids=ids).logits, torch.full((N, T), -100), torch.arange(N))
     assert float(loss.detach()) == 0.0 and method.short_term_bank.filled == 0
     loss.backward()
+
+
+def test_per_token_temporal_ensembling_with_k_equal_to_v_is_the_dense_bias_corrected_ensemble():
+    # With k = V nothing is truncated: the per-token ẑ must equal Laine & Aila's Z / (1 − α^t) of the
+    # per-sample method run on the same rows, one "sample" per supervised token.
+    vocab, labels = 12, data()[1]
+    labels_ = torch.where(labels == -100, labels, labels % vocab)          # answers in a 12-token vocabulary
+    mask = labels_[:, 1:] != -100
+    per_token = create_method("temporal_ensembling", num_samples=N, num_classes=vocab, per_token=True,
+                              bank_topk=vocab, temperature=2.0)
+    dense = create_method("temporal_ensembling", num_samples=int(mask.sum()), num_classes=vocab, temperature=2.0)
+    table = torch.randn(3, N, T, vocab, generator=torch.Generator().manual_seed(5))
+    flat = torch.full((N, T), -1)
+    flat[:, :-1][mask] = torch.arange(int(mask.sum()))                      # each token's dense index
+    for epoch in range(3):
+        per_token.start_epoch(epoch)
+        dense.start_epoch(epoch)
+        for idx in (torch.tensor([4, 0, 2]), torch.tensor([1, 5, 3])):
+            per_token.loss(table[epoch, idx], labels_[idx], idx)
+            rows = flat[idx] >= 0
+            dense.loss(table[epoch, idx][rows], labels_[idx][:, 1:][rows[:, :-1]], flat[idx][rows])
+        per_token.end_epoch()
+        dense.end_epoch()
+    from lstsd.tokens import supervised_positions, token_keys
+    positions, _ = supervised_positions(labels_)
+    keys = token_keys(torch.arange(N), positions)
+    mine, _ = per_token.ensemble.read(keys)
+    theirs, _ = dense.targets(flat[positions])
+    assert torch.allclose(mine.to_dense(), theirs, atol=1e-5)
+    assert per_token.counts.tolist() == [3] * N

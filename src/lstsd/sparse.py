@@ -42,7 +42,7 @@ import torch
 from .losses import KLDirection, check_kl_direction, check_temperature, distillation_kl
 
 __all__ = ["SparseTargets", "kl_against", "shared_student_stats", "sparse_cross_entropy", "sparse_kl", "sparse_kl_rows",
-           "sparse_ce_and_kls", "sparse_kls", "student_stats"]
+           "mix_sparse", "sparse_ce_and_kls", "sparse_kls", "student_stats"]
 
 # As in lstsd.losses: a teacher probability that underflowed in an fp16 bank stays finite in the
 # literal direction.
@@ -313,6 +313,33 @@ def sparse_cross_entropy(logits: torch.Tensor, target: SparseTargets, mask: torc
     if mask is not None:
         per_row = torch.where(mask, per_row, torch.zeros_like(per_row))
     return per_row.sum() / logits.shape[0]
+
+
+def mix_sparse(old: SparseTargets, new: SparseTargets, weight: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
+    """The ``k`` most probable tokens of ``weight·old + (1 − weight)·new`` per row: ``(probs, ids)``,
+    float32 and int64 (the rest of the mixture's mass is left to the uniform tail of the top-k format).
+
+    The candidates are the ids stored in either; a token stored in one only takes the other's tail
+    probability. Used for Temporal Ensembling's moving average of sparse per-token predictions.
+
+    Example:
+        >>> a = SparseTargets(torch.tensor([[0, 1]]), torch.tensor([[0.6, 0.4]]), torch.tensor([0.0]), 4)
+        >>> b = SparseTargets(torch.tensor([[2, 1]]), torch.tensor([[0.5, 0.5]]), torch.tensor([0.0]), 4)
+        >>> probs, ids = mix_sparse(a, b, torch.tensor([0.5]), 2)
+        >>> ids.tolist(), [round(p, 2) for p in probs[0].tolist()]
+        ([[1, 0]], [0.45, 0.3])
+    """
+    candidates = torch.cat([old.ids.long(), new.ids.long()], dim=1)
+
+    def probability(t: SparseTargets) -> torch.Tensor:
+        stored = (candidates[:, :, None] == t.ids.long()[:, None, :]) & (t.probs[:, None, :] > 0)
+        value = (stored * t.probs.float()[:, None, :]).sum(dim=2)
+        return torch.where(stored.any(dim=2), value, t.tail.float()[:, None].expand_as(value))
+
+    mixed = weight.float()[:, None] * probability(old) + (1.0 - weight.float()[:, None]) * probability(new)
+    repeated = (candidates[:, :, None] == candidates[:, None, :]).tril(diagonal=-1).any(dim=2)
+    probs, where = mixed.masked_fill(repeated, -1.0).topk(k, dim=1)
+    return probs.clamp_min(0.0), candidates.gather(1, where)
 
 
 def kl_against(logits: torch.Tensor, target: torch.Tensor | SparseTargets, temperature: float,

@@ -192,7 +192,7 @@ def run_all(requests: Sequence[RunRequest], *, jobs: int = 1, threads: int | Non
                     on_done(request, made)
         finally:
             torch.set_num_threads(before)
-        return results  # type: ignore[return-value]
+        return results  # type: ignore[return-value]  # every slot was filled by the loop
     threads = threads or auto
     context = multiprocessing.get_context("spawn")
     stopped = context.Event()
@@ -220,4 +220,4 @@ def run_all(requests: Sequence[RunRequest], *, jobs: int = 1, threads: int | Non
         _stop_pool(pool, futures, stopped)   # a failed run, or this process stopped: the other runs stop too
         raise
     pool.shutdown(wait=True)
-    return results  # type: ignore[return-value]
+    return results  # type: ignore[return-value]  # every future filled its slot, or this raised

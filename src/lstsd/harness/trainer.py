@@ -92,6 +92,7 @@ class Trainer:
         self.model = self.task.model.to(self.device)
         self.image_data = isinstance(data.train.features, torch.Tensor) and data.train.features.dim() == 4
         if cfg.channels_last and self.image_data:
+            # Module.to takes memory_format at run time; its type stubs do not declare it.
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         memory_format = torch.channels_last if cfg.channels_last and self.image_data else torch.contiguous_format
         transform = None

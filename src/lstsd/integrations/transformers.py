@@ -210,7 +210,8 @@ class LSTSDTrainer(_Trainer):
         index_column: the column holding each training row's index (:func:`add_index_column`).
 
     **Causal language models** (``AutoModelForCausalLM``, also wrapped by PEFT): the method works per
-    token (``per_token=True`` is set for a method given by name: ``lstsd``, its ablations, ``ps_kd``;
+    token (``per_token=True`` is set for a method given by name: ``lstsd``, its ablations, ``ps_kd``,
+    ``temporal_ensembling``;
     ``vanilla`` and ``label_smoothing`` take sequences as they are), on the supervised tokens of each
     example (labels not -100, after the causal shift). The loss is normalised as the model's own:
     over the tokens of the whole accumulated batch (``num_items_in_batch``), so under gradient
@@ -254,7 +255,8 @@ class LSTSDTrainer(_Trainer):
         if (not self.method.accepts_sequences) if self.causal_lm else getattr(self.method, "per_token", False):
             raise ValueError(
                 f"LSTSDTrainer: method {self.method.name!r} cannot take a causal LM's per-token logits; use lstsd, "
-                "lstsd_wo_long, lstsd_wo_short, ps_kd, label_smoothing or vanilla" if self.causal_lm else
+                "lstsd_wo_long, lstsd_wo_short, ps_kd, temporal_ensembling, label_smoothing or vanilla"
+                if self.causal_lm else
                 f"LSTSDTrainer: method {self.method.name!r} was built for a causal LM's per-token logits "
                 f"(per_token=True) but {type(self.model).__name__} is not a causal LM")
         if self.causal_lm:

@@ -63,7 +63,8 @@ class Method(nn.Module, abc.ABC):
                                network must be whole on each process (no FSDP/DeepSpeed sharding)
     ``schedules_lr``           :meth:`configure_lr_scheduler` returns the method's own schedule
     ``accepts_sequences``      ``loss`` takes a causal LM's ``B × T × V`` logits and ``B × T``
-                               labels (per-token targets; LSTSD and PS-KD with ``per_token=True``)
+                               labels (per-token targets; LSTSD, PS-KD, Temporal Ensembling with
+                               ``per_token=True``)
     ``takes_per_token``        the method has a ``per_token`` setting that makes it accept sequences
     =========================  ===================================================================
 
@@ -208,8 +209,8 @@ class Method(nn.Module, abc.ABC):
         model's own loss (the mean over the tokens, or their sum over ``num_items_in_batch``)."""
         if not self.accepts_sequences:
             fix = ("build it with per_token=True" if hasattr(self, "bank_settings") else
-                   "it has no per-token form; use lstsd, lstsd_wo_long, lstsd_wo_short, ps_kd, label_smoothing or "
-                   "vanilla")
+                   "it has no per-token form; use lstsd, lstsd_wo_long, lstsd_wo_short, ps_kd, temporal_ensembling, "
+                   "label_smoothing or vanilla")
             raise ValueError(f"method {self.name!r} got B × T × V logits (a causal LM's) but takes B × C logits: {fix}")
         if self.validate:
             indices = check_sequence_batch(logits, labels, indices, num_samples=self.num_samples,
