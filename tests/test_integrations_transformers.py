@@ -352,3 +352,17 @@ def test_torchrun_keeps_the_banks_identical_on_both_ranks(tmp_path: Path):
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--ddp"]:
     _ddp_worker(sys.argv[2])
+
+
+def test_the_loss_parts_are_logged_beside_the_training_loss(tmp_path: Path):
+    # As the Lightning callback logs lstsd/ce, lstsd/long, ...: the mean since the last log, and the
+    # parts add up to the logged loss with the method's weights (2.4 and 4.0 once distilling).
+    trainer = trainer_for(tmp_path, "lstsd", num_train_epochs=3, learning_rate=1e-3, logging_strategy="steps",
+                          logging_steps=1)
+    trainer.train()
+    logs = [log for log in trainer.state.log_history if "loss" in log and "lstsd/ce" in log]
+    assert logs and all({"lstsd/ce", "lstsd/long", "lstsd/short", "lstsd/total"} <= set(log) for log in logs)
+    last = logs[-1]
+    assert last["lstsd/long"] > 0 and last["lstsd/short"] > 0
+    weighted = last["lstsd/ce"] + 2.4 * last["lstsd/long"] + 4.0 * last["lstsd/short"]
+    assert weighted == pytest.approx(last["lstsd/total"], rel=1e-3)
