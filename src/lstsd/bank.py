@@ -152,11 +152,6 @@ class Bank(nn.Module):
             return torch.index_select(buffer, 0, idx, out=staged).to(device, non_blocking=True)
         return buffer[idx].to(device)
 
-    def reset(self) -> None:
-        """Forget every recorded target."""
-        for name in (*self.row_buffers, "recorded"):
-            getattr(self, name).zero_()
-
     def nbytes_per_sample(self) -> int:
         """Bytes of storage per training sample (all row buffers and the mask)."""
         return sum(getattr(self, n)[0].numel() * getattr(self, n).element_size()
