@@ -4,6 +4,7 @@ import io
 import pickle
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,3 +86,42 @@ def write_glue(root: Path) -> None:
            "gj04\t1\t\tThe \"sailors\" rode.\n"
     (root / "CoLA" / "train.tsv").write_text(cola, encoding="utf-8")
     (root / "CoLA" / "dev.tsv").write_text(cola, encoding="utf-8")
+
+
+WORDNET_PARTS = {"noun": "n", "verb": "v", "adj": "a", "adv": "r"}
+
+
+def write_wordnet(folder: Path, per_part: int = 12) -> Path:
+    """``data.noun``, ``data.verb``, ``data.adj``, ``data.adv`` in WordNet 3.0's format (``wndb(5WN)``):
+    a licence header, then ``per_part`` synsets per part of speech, each of two words (the second
+    shared by two synsets in a row: a lemma's first synset gives its definition) and a gloss with
+    quoted examples; the first adjective carries the position marker ``(a)``; the lemma ``common``
+    is in every part of speech."""
+    folder.mkdir(parents=True, exist_ok=True)
+    header = "  1 This software and database is being provided to you, the LICENSEE, by  \n" \
+             "  2 Princeton University under the following license.  \n"
+    for pos, ss_type in WORDNET_PARTS.items():
+        lines = [header]
+        for k in range(per_part):
+            first = f"{pos}_word_{k}" + ("(a)" if pos == "adj" and k == 0 else "")
+            words = f"{first} 0 shared_{pos}_{k // 2} 0"
+            gloss = f'the {pos} meaning number {k} of a thing; "an example of {pos} {k}"; "another one"'
+            count = "02"
+            if k == 1:                         # a lemma of every part of speech
+                words, count = words + " common 0", "03"
+            lines.append(f"{1000 + 100 * k:08d} 03 {ss_type} {count} {words} 000 | {gloss}  \n")
+        (folder / f"data.{pos}").write_text("".join(lines), encoding="utf-8")
+    return folder
+
+
+def interrupt_in_third_epoch(trainer: Any, monkeypatch: Any) -> None:
+    """Make ``trainer.fit()`` raise KeyboardInterrupt at its third evaluation: epoch index 2 trained,
+    not yet checkpointed (work lost, as a kill there loses it)."""
+    real_evaluate, calls = trainer.evaluate, {"n": 0}
+
+    def crash_in_epoch_three() -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_evaluate()
+    monkeypatch.setattr(trainer, "evaluate", crash_in_epoch_three)

@@ -592,6 +592,11 @@ def test_preset_descriptions_show_commands_that_work():
             args = cli.build_parser().parse_args(shlex.split(command)[1:])
             assert args.preset == name
             shared, _ = cli._split_overrides(args.overrides)
+            arms = cli.preset_arms(preset)
+            if arms is not None:        # named arms (lm-study): each arm's own settings
+                for cfg in cli.build_plan(preset, arms, [0], Path("runs"), shared, {}):
+                    cli.check_run(cfg, "fix")
+                continue
             methods = preset["methods"] if not args.methods else (
                 cli.available_methods() if args.methods == "all" else args.methods.split(","))
             for method in methods:      # --methods all: every method with the preset's settings for it

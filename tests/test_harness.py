@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from fakedata import cifar_members, write_cifar_tarball
+from fakedata import cifar_members, interrupt_in_third_epoch, write_cifar_tarball
 from lstsd.harness import cli, registry
 from lstsd.harness.config import RESUMABLE_CHANGES, TrainConfig, config_differences, load_config
 from lstsd.harness.trainer import Trainer
@@ -119,15 +119,7 @@ def test_interrupted_run_resumes_bit_identical(tmp_path, monkeypatch, augment):
 
     interrupted = tiny(tmp_path, run="interrupted", augment=augment)
     trainer = Trainer(interrupted, log=None)
-    real_evaluate = trainer.evaluate
-    calls = {"n": 0}
-
-    def crash_in_epoch_three():
-        calls["n"] += 1
-        if calls["n"] == 3:       # epoch index 2 trained, not yet checkpointed: lost work
-            raise KeyboardInterrupt
-        return real_evaluate()
-    monkeypatch.setattr(trainer, "evaluate", crash_in_epoch_three)
+    interrupt_in_third_epoch(trainer, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     assert _final_state(interrupted.run_dir)["epoch"] == 1
@@ -320,7 +312,8 @@ def test_registry_knows_every_loader_name_and_kind():
     from lstsd.harness.text import available_text_datasets
     assert registry.available_datasets("image") == image_datasets()
     assert registry.available_datasets("text") == available_text_datasets()
-    assert registry.available_datasets() == image_datasets() + available_text_datasets()
+    assert registry.available_datasets() == image_datasets() + available_text_datasets() + ["wordnet_definitions"]
+    assert registry.available_datasets("text_generation") == ["wordnet_definitions"]
     assert all(registry.is_text_dataset(n) for n in available_text_datasets())
     assert not any(registry.is_text_dataset(n) for n in image_datasets() + ["no_such_set"])
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'; available: .*vader_nyt"):

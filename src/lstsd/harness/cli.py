@@ -61,6 +61,7 @@ from .registry import available_datasets, available_models, dataset_entry, model
 from .report import collect, cost_table, find_runs, paired_table, results_table, teacher_table, write_plots
 from .rundir import CHECKPOINT, CONFIG, METRICS, RESULTS, absolute, is_finished, resume_command
 from .runtime import Interrupted, hold_signals, resolve_device, same_precision, stop_on_signals
+from .text.generation import create_sequence_method
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 # Placeholder sizes to build a method before its data is loaded: enough to check its settings.
@@ -88,7 +89,8 @@ def preset_names() -> list[str]:
 
 
 def load_preset(name: str) -> dict[str, Any]:
-    """A preset: ``config`` (the shared run settings), ``methods``, ``seeds``, per-method ``method_args``."""
+    """A preset: ``config`` (the shared run settings), ``methods``, ``seeds``, per-method ``method_args``,
+    and optionally ``arms`` (named arms, several of one method with other settings: :func:`preset_arms`)."""
     path = Path(name)
     if not path.is_file():
         if path.is_dir() or name not in preset_names():
@@ -96,12 +98,55 @@ def load_preset(name: str) -> dict[str, Any]:
                                       f"use one of {', '.join(preset_names())}, or the path of a preset YAML file")
         path = Path(str(resources.files("lstsd.harness.presets") / f"{name}.yaml"))
     preset = read_yaml(path)
-    unknown = set(preset) - {"description", "config", "methods", "seeds", "method_args", "sweep"}
+    unknown = set(preset) - {"description", "config", "methods", "seeds", "method_args", "sweep", "arms"}
     if unknown:
         raise ConfigError(f"{path}: unknown preset key(s) {sorted(unknown)}",
-                          "a preset holds description, config, methods, seeds, method_args and sweep")
+                          "a preset holds description, config, methods, seeds, method_args, arms and sweep")
     preset.setdefault("name", path.stem)
+    preset_arms(preset)   # checked now: a bad arm is refused before anything runs
     return preset
+
+
+def preset_arms(preset: dict[str, Any]) -> list[PlanArm] | None:
+    """The preset's named arms (``None`` without an ``arms`` key), for comparisons that hold one method
+    several times with other settings::
+
+        arms:
+          vanilla: {method: vanilla}
+          lstsd-quarter: {method: lstsd, method_args: {lambda_long: 0.6, lambda_short: 1.0}}
+
+    An arm's ``method_args`` go on top of the preset's ``method_args`` of its method; its runs are
+    ``<name>-seed<seed>``.
+
+    Example:
+        >>> quarter = {"method": "lstsd", "method_args": {"lambda_long": 0.6}}
+        >>> arms = preset_arms({"name": "p", "arms": {"quarter": quarter}})
+        >>> arms[0].method, arms[0].name, arms[0].overrides
+        ('lstsd', 'quarter', ('method_args.lambda_long=0.6',))
+    """
+    arms = preset.get("arms")
+    if arms is None:
+        return None
+    where = f"preset {preset.get('name')!r}"
+    fix = "write arms as NAME: {method: METHOD, method_args: {KEY: VALUE, ...}}"
+    if not isinstance(arms, dict) or not arms:
+        raise ConfigError(f"{where}: arms must be a mapping of arm names to their method and settings", fix)
+    out: list[PlanArm] = []
+    for name, arm in arms.items():
+        if not isinstance(arm, dict) or set(arm) - {"method", "method_args"} or "method" not in arm:
+            raise ConfigError(f"{where}: arm {name!r} must hold a method and optional method_args, got {arm!r}", fix)
+        if arm["method"] not in available_methods():
+            raise ConfigError(f"{where}: arm {name!r} has unknown method {arm['method']!r}",
+                              f"use one of {', '.join(available_methods())}")
+        if _file_name(str(name)) != str(name):
+            raise ConfigError(f"{where}: arm name {name!r} cannot name a run folder",
+                              "use letters, digits, '-', '_' and '.' only")
+        settings = arm.get("method_args") or {}
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{where}: arm {name!r} has method_args {settings!r}, not a mapping", fix)
+        out.append(PlanArm(arm["method"], str(name),
+                           tuple(f"method_args.{k}={json.dumps(v)}" for k, v in settings.items())))
+    return out
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -206,10 +251,14 @@ def check_run(cfg: TrainConfig, fix: str) -> Method:
         resolve_device(cfg.device)
     except (ValueError, RuntimeError) as err:
         raise ConfigError(_with_fix(f"{cfg.name}: {err}", "use --set device=auto (or cpu)")) from None
+    # A text-generation task's causal LM gives B × T × V logits: its method must take them per token.
+    build = create_sequence_method if dataset_entry(cfg.dataset).kind == "text_generation" else create_method
     try:
-        return create_method(cfg.method, num_samples=_PLACEHOLDER_SAMPLES, num_classes=_PLACEHOLDER_CLASSES,
-                             **cfg.method_args)
+        return build(cfg.method, num_samples=_PLACEHOLDER_SAMPLES, num_classes=_PLACEHOLDER_CLASSES,
+                     **cfg.method_args)
     except (ValueError, TypeError) as err:
+        if isinstance(err, HarnessError) and err.fix:   # says its own fix (a method a causal LM cannot take)
+            raise ConfigError(f"{cfg.name}: {err.what}", err.fix) from None
         text = str(err) if str(err).startswith("method ") else f"method {cfg.method!r}: {err}"
         raise ConfigError(f"{cfg.name}: {one_line(text)}", fix) from None
 
@@ -279,7 +328,8 @@ def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[i
             overrides: list[str] | None = None, out_dir: str | None = None,
             log: Callable[[str], None] = print, warn: Callable[[str], None] | None = None,
             context: _Context | None = None, jobs: int = 1, threads: int | None = None) -> tuple[list[Path], str]:
-    """Run every method × seed of a preset (reusing finished runs); return run dirs and the report text.
+    """Run every method × seed of a preset (or every arm × seed: :func:`preset_arms`), reusing finished runs;
+    return run dirs and the report text.
 
     Every run's settings are checked (:func:`check_run`) before the first one trains; ``jobs`` runs
     go at once (:func:`run_plan`).
@@ -287,6 +337,15 @@ def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[i
     _refuse_jobs_under_torchrun(jobs)
     warn = warn or _on_stderr("lstsd compare: warning: ")
     preset = load_preset(preset_name)
+    arms = preset_arms(preset)
+    if arms is not None:   # named arms: --methods picks arms by name or method
+        chosen = [a for a in arms if not methods or a.name in methods or a.method in methods]
+        missing = [m for m in methods or [] if not any(m in (a.name, a.method) for a in arms)]
+        if missing:
+            raise ConfigError(f"preset {preset['name']!r} has no arm named or of method {missing[0]!r}",
+                              f"use some of {', '.join(a.name for a in arms)}")
+        arms = chosen
+        methods = list(dict.fromkeys(a.method for a in arms))
     methods = methods or list(preset.get("methods", ["vanilla", "lstsd"]))
     if methods == ["all"]:
         methods = available_methods()
@@ -304,9 +363,11 @@ def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[i
                    keys=("dataset", "model"))
 
     # Every run's config and method, checked before anything trains.
-    plan = build_plan(preset, [PlanArm(method, method) for method in methods], seeds, root, shared, per_method)
+    arms = arms if arms is not None else [PlanArm(method, method) for method in methods]
+    counted = f"{len(arms)} arms" if preset.get("arms") else f"{len(methods)} methods"
+    plan = build_plan(preset, arms, seeds, root, shared, per_method)
     runs = _check_and_run(plan, root, "fix the preset's method_args or pass --set method_args.METHOD.KEY=VALUE",
-                          f"lstsd compare --preset {preset['name']}: {len(methods)} methods × {len(seeds)} seeds",
+                          f"lstsd compare --preset {preset['name']}: {counted} × {len(seeds)} seeds",
                           warn=warn, log=log, jobs=jobs, threads=threads, context=context)
     if not _main_process():
         return runs, ""   # under torchrun, rank 0 alone writes the plots
@@ -715,7 +776,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = sub.add_parser("compare", parents=[common], help="every method × seed of a preset, then a table and plots")
     comp.add_argument("--preset", required=True, help="a preset name (see `lstsd list`) or a preset YAML file")
-    comp.add_argument("--methods", help="comma-separated method names, or 'all'")
+    comp.add_argument("--methods", help="comma-separated method names, or 'all' (a preset with arms: arm names "
+                                            "or methods)")
     comp.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
     comp.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                       help="override the shared config (e.g. epochs=20), or one method's settings with "

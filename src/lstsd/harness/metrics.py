@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from sklearn import metrics as skm
 
-__all__ = ["METRICS", "accuracy", "available_metrics", "compute_metrics", "confusion_matrix", "f1_binary",
-           "matthews_corrcoef"]
+__all__ = ["LOWER_IS_BETTER", "METRICS", "accuracy", "available_metrics", "compute_metrics", "confusion_matrix",
+           "f1_binary", "lower_is_better", "matthews_corrcoef", "metric_label"]
 
 
 def _as_indices(x: Any, what: str) -> torch.Tensor:
@@ -156,3 +156,33 @@ def compute_metrics(names: str | Iterable[str], preds: Any, labels: Any) -> dict
         raise ValueError(f"unknown metric(s) {unknown}; available: {', '.join(available_metrics())}")
     p, y = _pair(preds, labels)
     return {k: 100.0 * METRICS[k](p, y) for k in dict.fromkeys(keys)}
+
+
+# The metrics of the text-generation task (lstsd.harness.text.generation): losses per answer token and
+# perplexities, where lower is better. Every other metric (the classification ones above, in %) is
+# higher-is-better. The report reads this flag to say so and to count "better" seeds the right way.
+LOWER_IS_BETTER: frozenset[str] = frozenset({"loss", "perplexity", "probe_loss", "probe_perplexity"})
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a lower value of ``metric`` is better (losses and perplexities).
+
+    Example:
+        >>> lower_is_better("loss"), lower_is_better("accuracy")
+        (True, False)
+    """
+    return _ALIASES.get(metric.lower(), metric.lower()) in LOWER_IS_BETTER
+
+
+def metric_label(metric: str) -> str:
+    """How a table or plot names ``metric``: with its unit and, where it applies, its direction.
+
+    Example:
+        >>> metric_label("accuracy"), metric_label("loss")
+        ('accuracy (%)', 'loss (per token, lower is better)')
+    """
+    if metric in ("loss", "probe_loss"):
+        return f"{metric} (per token, lower is better)"
+    if lower_is_better(metric):
+        return f"{metric} (lower is better)"
+    return f"{metric} (%)"

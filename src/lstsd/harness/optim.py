@@ -23,12 +23,14 @@ __all__ = ["build_optimizer", "step_decay_schedule"]
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """``cfg.optimizer`` (``sgd``, ``adam`` or ``adamw``) over the model's parameters with the config's settings."""
+    """``cfg.optimizer`` (``sgd``, ``adam`` or ``adamw``) over the model's trainable parameters (all of them,
+    except the frozen base weights of a LoRA model) with the config's settings."""
+    params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def step_decay_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig,

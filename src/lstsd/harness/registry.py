@@ -5,13 +5,16 @@ Data sets are registered by name with a kind and a loader, as methods are in
 
 * ``"image"``: image tensors, from :mod:`lstsd.harness.data` (Fashion-MNIST, CIFAR, digits);
 * ``"text"``: raw strings, from :mod:`lstsd.harness.text` (the VADER sets ``vader_*`` and the
-  GLUE tasks ``glue_*``), tokenised for the model by :func:`lstsd.harness.text.task.build_text_task`.
+  GLUE tasks ``glue_*``), tokenised for the model by :func:`lstsd.harness.text.task.build_text_task`;
+* ``"text_generation"``: instruction examples for a causal LM (``wordnet_definitions``), encoded by
+  :func:`lstsd.harness.text.generation.build_generation_task`.
 
 The built-in names are those the loaders accept (:func:`lstsd.harness.data.available_datasets`,
 :func:`lstsd.harness.text.available_text_datasets`); they are not written out again anywhere.
 Models: :func:`model_kind` says whether a name (text aliases such as ``cnn`` resolved) is a
-vision model, a text CNN or a transformer. :func:`~lstsd.harness.tasks.build_task`,
-``lstsd list``, :mod:`lstsd.harness.report` and the text task builder ask this module.
+vision model, a text CNN, a transformer or a causal LM (:mod:`lstsd.harness.text.lm`).
+:func:`~lstsd.harness.tasks.build_task`, ``lstsd list``, :mod:`lstsd.harness.report` and the text task
+builder ask this module.
 
 Example:
     >>> available_datasets("text")[:4]
@@ -31,13 +34,15 @@ from typing import Any
 
 from . import data, models
 from .text import available_text_datasets, load_text_splits
+from .text.lm import available_lm_models, lm_model_name
 from .text.models import available_text_models, text_model_kind
+from .text.wordnet import load_wordnet_definitions
 
 __all__ = ["DATASET_KINDS", "MODEL_KINDS", "DatasetEntry", "available_datasets", "available_models",
            "dataset_entry", "is_text_dataset", "model_kind", "register_dataset", "unregister_dataset"]
 
-DATASET_KINDS = ("image", "text")
-MODEL_KINDS = ("vision", "text_cnn", "transformer")
+DATASET_KINDS = ("image", "text", "text_generation")
+MODEL_KINDS = ("vision", "text_cnn", "transformer", "causal_lm")
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,10 @@ class DatasetEntry:
       (the keywords of :func:`lstsd.harness.data.load_dataset`);
     * kind ``"text"``: a :class:`~lstsd.harness.text.TextSplits` of raw strings, from
       ``load(data_dir=, seed=, **data_args)`` (``seed`` is the train/test split's seed); the text
-      task builder takes the train subset, tokenises and carves the validation split.
+      task builder takes the train subset, tokenises and carves the validation split;
+    * kind ``"text_generation"``: a :class:`~lstsd.harness.text.wordnet.DefinitionSet` (training and
+      held-out instruction examples, raw strings), from ``load(**data_args)`` less the probe's
+      settings; :func:`lstsd.harness.text.generation.build_generation_task` encodes them.
     """
 
     name: str
@@ -141,12 +149,12 @@ def available_models(kind: str | None = None) -> list[str]:
     """
     if kind is not None and kind not in MODEL_KINDS:
         raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {kind!r}")
-    names = models.available_models() + available_text_models()
+    names = models.available_models() + available_text_models() + available_lm_models()
     return [name for name in names if kind is None or model_kind(name) == kind]
 
 
 def model_kind(name: str) -> str:
-    """``"vision"``, ``"text_cnn"`` or ``"transformer"``: what the model ``name`` is, aliases resolved.
+    """``"vision"``, ``"text_cnn"``, ``"transformer"`` or ``"causal_lm"``: what the model ``name`` is, aliases resolved.
 
     Vision names are those of :func:`lstsd.harness.models.build_model` (case-insensitive), text
     names those of :func:`lstsd.harness.text.build_text_model` with its aliases (``cnn``,
@@ -158,6 +166,8 @@ def model_kind(name: str) -> str:
     """
     if name.strip().lower() in models.available_models():
         return "vision"
+    if lm_model_name(name) is not None:
+        return "causal_lm"
     try:
         return text_model_kind(name)
     except ValueError:
@@ -169,3 +179,4 @@ for _name in data.available_datasets():
 for _name in available_text_datasets():
     register_dataset(_name, functools.partial(load_text_splits, _name), kind="text")
 del _name
+register_dataset("wordnet_definitions", load_wordnet_definitions, kind="text_generation")

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .metrics import metric_label
 from .rundir import read_results
 
 __all__ = ["Axis", "grid_points", "parse_axis", "point_label", "point_overrides", "sweep_plot", "sweep_table"]
@@ -127,12 +128,12 @@ def sweep_table(results: list[SweepResult], axes: list[Axis], split: str = "test
     """A markdown table: one row per grid point, the swept values and the metric (mean ± std over seeds)."""
     keys = [k for axis in axes for k in axis.keys]
     metric = results[0].metric if results else "accuracy"
-    lines = ["| " + " | ".join(k.split(".")[-1] for k in keys) + f" | {split} {metric} (%) |",
+    lines = ["| " + " | ".join(k.split(".")[-1] for k in keys) + f" | {split} {metric_label(metric)} |",
              "|" + "---|" * (len(keys) + 1)]
     for r in results:
         lines.append("| " + " | ".join(str(v) for _, v in r.point) + f" | {_cell(r.values)} |")
     best = max(results, key=lambda r: statistics.fmean(r.values)) if results else None
-    caption = f"{split} {metric} (%), mean ± std over seeds, final epoch"
+    caption = f"{split} {metric_label(metric)}, mean ± std over seeds, final epoch"
     if best is not None:
         caption += f"; highest mean at {', '.join(f'{k.split(chr(46))[-1]}={v}' for k, v in best.point)}"
     return caption + "\n\n" + "\n".join(lines)
@@ -160,7 +161,7 @@ def sweep_plot(results: list[SweepResult], axes: list[Axis], path: Path, *, titl
     if not numeric:
         ax.set_xticks(range(len(first.values)), [":".join(map(str, v)) for v in first.values])
     metric = results[0].metric if results else "accuracy"
-    ax.set(xlabel=first.label, ylabel=f"{split} {metric} (%): mean, band = min-max over seeds", title=title)
+    ax.set(xlabel=first.label, ylabel=f"{split} {metric_label(metric)}: mean, band = min-max over seeds", title=title)
     ax.grid(alpha=0.3)
     if any(lines):
         ax.legend(fontsize=8)

@@ -14,19 +14,30 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from .data import DatasetSplits
+from .text.sequences import SequenceSplits
 
 __all__ = ["Task"]
 
 
 @dataclass
 class Task:
-    """The data, the freshly initialised model, and the metrics reported (first = headline)."""
+    """The data, the freshly initialised model, and the metrics reported (first = headline).
 
-    data: DatasetSplits
+    Classification tasks (images, text) hold :class:`~lstsd.harness.data.DatasetSplits` and are
+    evaluated by the trainer from the predicted classes. The text-generation task holds
+    :class:`~lstsd.harness.text.sequences.SequenceSplits` and its own ``evaluate(model, device,
+    precision, eval_batch_size) -> {metric key: value}`` (:mod:`lstsd.harness.text.generation`),
+    which the trainer calls after each evaluated epoch and once before training.
+    """
+
+    data: DatasetSplits | SequenceSplits
     model: nn.Module
     metrics: tuple[str, ...] = ("accuracy",)
+    evaluate: Callable[[nn.Module, torch.device, str, int], dict[str, float]] | None = None

@@ -44,10 +44,10 @@ from torch import nn
 from ..methods import Method, create_method
 from .checkpoint import atomic_write_text, load_latest, previous_path, remove_stale_temporaries, save_checkpoint
 from .config import TrainConfig, config_differences
-from .data import DatasetSplits, IndexedTensorLoader, TensorSplit, random_crop_flip
+from .data import IndexedTensorLoader, TensorSplit, random_crop_flip
 from .ddp import init_processes, lost_peer, peer_failure
 from .errors import DiskFullError, DivergedError, RunError, is_disk_full
-from .metrics import compute_metrics
+from .metrics import compute_metrics, lower_is_better
 from .optim import build_optimizer, step_decay_schedule
 from .rundir import CHECKPOINT, CONFIG, METRICS, RESULTS, resume_command
 from .runtime import (
@@ -62,6 +62,8 @@ from .runtime import (
 )
 from .task import Task
 from .tasks import build_task
+from .text.generation import create_sequence_method
+from .text.sequences import SequenceLoader, SequenceSplits, token_hits
 
 # Progress and autocast lived here: tests and benchmarks still import them from this module.
 __all__ = ["Progress", "Trainer", "autocast", "teacher_summary"]
@@ -88,9 +90,11 @@ class Trainer:
 
         seed_everything(cfg.seed)  # before the model is built: its initialisation is part of the run
         self.task = task or build_task(cfg)
-        data: DatasetSplits = self.task.data
+        data = self.task.data
         self.model = self.task.model.to(self.device)
-        self.image_data = isinstance(data.train.features, torch.Tensor) and data.train.features.dim() == 4
+        self.sequences = isinstance(data, SequenceSplits)   # the text-generation task: a causal LM's tokens
+        features = getattr(data.train, "features", None)
+        self.image_data = isinstance(features, torch.Tensor) and features.dim() == 4
         if cfg.channels_last and self.image_data:
             # Module.to takes memory_format at run time; its type stubs do not declare it.
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -99,15 +103,21 @@ class Trainer:
         if cfg.augment and self.image_data:
             padding = cfg.augment_padding
             transform = lambda x, g: random_crop_flip(x, padding=padding, generator=g)  # noqa: E731
-        self.train_loader = IndexedTensorLoader(data.train, cfg.batch_size, shuffle=True, drop_last=cfg.drop_last,
-                                                seed=cfg.seed, device=self.device, transform=transform,
-                                                memory_format=memory_format, rank=self.procs.rank,
-                                                world_size=self.procs.world_size)
+        self.train_loader: IndexedTensorLoader | SequenceLoader
+        if isinstance(data, SequenceSplits):
+            self.train_loader = SequenceLoader(data.train, cfg.batch_size, pad_id=data.pad_id, shuffle=True,
+                                               drop_last=cfg.drop_last, seed=cfg.seed, device=self.device,
+                                               rank=self.procs.rank, world_size=self.procs.world_size)
+        else:
+            self.train_loader = IndexedTensorLoader(data.train, cfg.batch_size, shuffle=True,
+                                                    drop_last=cfg.drop_last, seed=cfg.seed, device=self.device,
+                                                    transform=transform, memory_format=memory_format,
+                                                    rank=self.procs.rank, world_size=self.procs.world_size)
         if len(self.train_loader) == 0:
             raise ValueError(f"batch_size={cfg.batch_size} with drop_last leaves no batch of "
                              f"{len(data.train)} training samples")
         self.eval_splits = {name: split for name, split in (("val", data.val), ("test", data.test))
-                            if split is not None}
+                            if isinstance(split, TensorSplit)}
         self.eval_memory_format = memory_format
 
         # The network trained by the optimizer: under torchrun, DDP around the model (its gradients
@@ -119,8 +129,10 @@ class Trainer:
             self.network = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-        self.method: Method = create_method(cfg.method, num_samples=len(data.train), num_classes=data.num_classes,
-                                            **cfg.method_args).to(self.device)
+        # A causal LM's logits are B × T × V: the method takes them per token (per_token=True where it can).
+        build = create_sequence_method if self.sequences else create_method
+        self.method: Method = build(cfg.method, num_samples=len(data.train), num_classes=data.num_classes,
+                                    **cfg.method_args).to(self.device)
         # The loader produces a permutation of [0, N): per-step index checks would only add syncs.
         self.method.validate = False
         self.steps_per_epoch = len(self.train_loader)
@@ -132,6 +144,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
+        self.before_training: dict[str, float] | None = None   # the task's own evaluation before any step
         self._saved_epoch: int | None = None    # the last epoch whose checkpoint is known written
 
     # ------------------------------------------------------------------ checkpoints
@@ -142,7 +155,7 @@ class Trainer:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "method": self.method.state_dict(), "rng": self.procs.gather_objects(rng_state()),
-                "history": self.history}
+                "history": self.history, "before_training": self.before_training}
 
     def save_checkpoint(self, epoch: int) -> Path:
         """Write the end-of-``epoch`` checkpoint (rank 0; every process must call it).
@@ -209,6 +222,7 @@ class Trainer:
         self.method.load_state_dict(state["method"])
         set_rng_state(state["rng"][self.procs.rank])
         self.history = list(state["history"])
+        self.before_training = state.get("before_training")
         return int(state["epoch"]) + 1
 
     # ------------------------------------------------------------------ loop
@@ -232,6 +246,10 @@ class Trainer:
             import yaml
             atomic_write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False), self.run_dir / CONFIG)
             self._write_metrics()
+        if not resume and self.task.evaluate is not None:   # e.g. the LM's held-out and probe loss, pretrained
+            self.before_training = self._task_evaluation()
+            self.log(f"[{self.cfg.name}] before training: "
+                     + "  ".join(f"{k} {v:.4f}" for k, v in self.before_training.items()))
         progress = Progress(self.cfg.progress, epochs_reported=self.reports_epochs)
         epoch = self.start_epoch
         try:
@@ -298,6 +316,7 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=self.device, dtype=torch.long)
+        counted = torch.zeros((), device=self.device, dtype=torch.long)   # what train_accuracy counts
         seen = 0
         start = time.perf_counter()
         first_bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
@@ -315,13 +334,20 @@ class Trainer:
                 n = y.shape[0]
                 for name, value in method.loss_components().items():   # stays on device: no sync
                     sums[name] = sums.get(name, 0) + value * n
-                correct += (logits.detach().argmax(1) == y).sum()
+                if self.sequences:   # answer tokens, after the causal shift
+                    hits, tokens = token_hits(logits, y)
+                    correct += hits
+                    counted += tokens
+                else:
+                    correct += (logits.detach().argmax(1) == y).sum()
+                    counted += n
                 seen += n
                 # The first step whose loss is not finite, recorded on the device (no sync per step).
                 bad = ~torch.isfinite(loss.detach()) & (first_bad_step < 0)
                 first_bad_step = torch.where(bad, torch.full_like(first_bad_step, step), first_bad_step)
                 if progress.enabled and step % 10 == 0:
-                    batches.set_postfix(loss=f"{loss.detach().item():.3f}", acc=f"{100 * correct.item() / seen:.1f}")
+                    batches.set_postfix(loss=f"{loss.detach().item():.3f}",
+                                        acc=f"{100 * correct.item() / max(counted.item(), 1):.1f}")
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         train_seconds = time.perf_counter() - start
@@ -335,10 +361,10 @@ class Trainer:
         method.end_epoch(model)
         names = sorted(sums)
         totals = self.procs.sum(torch.stack([correct.double(), torch.tensor(float(seen), device=self.device),
-                                             first_bad_step.double().clamp_min(-1) + 1]
+                                             first_bad_step.double().clamp_min(-1) + 1, counted.double()]
                                             + [sums[k].double() for k in names]))
         bad_processes_step = int(totals[2].item())   # 0 when every process's losses were finite
-        if bad_processes_step or not torch.isfinite(totals[3:]).all():
+        if bad_processes_step or not torch.isfinite(totals[4:]).all():
             step_text = (f", step {int(first_bad_step.item()) + 1}/{self.steps_per_epoch}"
                          if int(first_bad_step.item()) >= 0 else "")
             kept = f"the checkpoint of epoch {epoch} is kept in {self.run_dir}" if epoch else "no checkpoint was kept"
@@ -347,8 +373,8 @@ class Trainer:
                                 "learning rate, use precision=fp32, or check the data, and start a new run")
         total_seen = float(totals[1].item())
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_seconds": train_seconds,
-                               "train_accuracy": 100 * float(totals[0].item()) / total_seen}
-        row.update({f"loss_{k}": float(v) / total_seen for k, v in zip(names, totals[3:].tolist())})
+                               "train_accuracy": 100 * float(totals[0].item()) / max(float(totals[3].item()), 1.0)}
+        row.update({f"loss_{k}": float(v) / total_seen for k, v in zip(names, totals[4:].tolist())})
         row.update({f"weight_{k}": v for k, v in weights.items()})   # total = Σ weight_k × loss_k
         row.update({f"teacher_{k}": v for k, v in teachers.items()})   # lstsd.diagnostics, per teacher
         return row
@@ -373,9 +399,18 @@ class Trainer:
         return {name: self.procs.gather_rows(torch.cat(outputs[name]) if name in outputs else empty, len(split))
                 for name in names}
 
+    def _task_evaluation(self) -> dict[str, float]:
+        """The task's own evaluation (:attr:`Task.evaluate`: the LM's held-out and probe losses); every
+        process computes it whole (the same numbers: the model is the same on each)."""
+        assert self.task.evaluate is not None
+        return self.task.evaluate(self.model, self.device, self.precision, self.cfg.eval_batch_size)
+
     def evaluate(self) -> dict[str, float]:
+        """Metrics of every evaluated split (``test_<metric>``, ``val_<metric>``) and ``eval_seconds``."""
         start = time.perf_counter()
         row: dict[str, float] = {}
+        if self.task.evaluate is not None:
+            row.update(self._task_evaluation())
         for split_name, split in self.eval_splits.items():
             labels = split.labels.to(self.device)
             for predictor, probs in self.predict(split).items():
@@ -394,7 +429,9 @@ class Trainer:
         metric = self.task.metrics[0]
         shown = [f"epoch {row['epoch'] + 1}/{self.cfg.epochs}", f"loss {row.get('loss_total', float('nan')):.4f}",
                  f"train acc {row['train_accuracy']:.2f}"]
-        shown += [f"{k} {v:.2f}" for k, v in row.items() if k.startswith(("val_", "test_")) and metric in k]
+        digits = 4 if lower_is_better(metric) else 2
+        shown += [f"{k} {v:.{digits}f}" for k, v in row.items()
+                  if k.startswith(("val_", "test_", "probe_")) and metric in k]
         return f"[{self.cfg.name}] " + "  ".join(shown) + f"  ({row['train_seconds']:.1f}s)"
 
     def _write_metrics(self) -> None:
@@ -411,7 +448,7 @@ class Trainer:
             "dataset": self.cfg.dataset,
             "seed": self.cfg.seed, "epochs": self.cfg.epochs, "num_train": len(self.task.data.train),
             "metrics": list(self.task.metrics),
-            "final": {k: v for k, v in last.items() if k.startswith(("val_", "test_"))},
+            "final": {k: v for k, v in last.items() if k.startswith(("val_", "test_", "probe_"))},
             "cost": {"train_seconds": train_seconds, "seconds_per_step": train_seconds / max(steps, 1),
                      "extra_forward_passes": self.method.extra_forward_passes,
                      "parameters": sum(p.numel() for p in self.model.parameters()),
@@ -419,7 +456,7 @@ class Trainer:
                      "processes": self.procs.world_size, "threads": torch.get_num_threads()},
             "data_source": getattr(self.task.data, "source", None),
             "teachers": teacher_summary(self.history),
-        }
+        } | ({"before_training": self.before_training} if self.before_training is not None else {})
 
 
 def teacher_summary(history: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

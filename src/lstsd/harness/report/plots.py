@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from ..metrics import lower_is_better, metric_label
 from ..rundir import METRICS, RunRecord, absolute
 from .tables import teacher_names
 
@@ -239,9 +240,10 @@ def write_plots(records: list[RunRecord], out_dir: str | os.PathLike, *, split: 
                 continue
             _band(ax, k, x, mean, lo, hi, f"{row} (n={len(runs)})")
             k += 1
-        ax.set(xlabel="epoch (1 = first)", ylabel=f"{split} {metric} (%): mean, band = min-max over seeds",
+        ax.set(xlabel="epoch (1 = first)", ylabel=f"{split} {metric_label(metric)}: mean, band = min-max over seeds",
                title=f"{model} on {dataset}: {split} {metric}")
-        written.append(_save(fig, ax, out / f"accuracy_{_file_part(dataset)}_{_file_part(model)}.png"))
+        name = metric if lower_is_better(metric) else "accuracy"   # loss_<data>_<model>.png for a language model
+        written.append(_save(fig, ax, out / f"{name}_{_file_part(dataset)}_{_file_part(model)}.png"))
 
     for (dataset, model, row), runs in groups.items():
         if not runs[0].rows:

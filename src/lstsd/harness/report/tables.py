@@ -23,6 +23,7 @@ from pathlib import Path  # noqa: F401 - the examples build RunRecords
 from typing import Any
 
 from ..errors import ReportError
+from ..metrics import lower_is_better, metric_label
 from ..registry import is_text_dataset
 from ..rundir import RunRecord
 from .grouping import differences_between_rows, matching_row
@@ -150,14 +151,16 @@ def results_table(records: list[RunRecord], *, methods: list[str] | None = None,
         if not values:
             return "—"
         mean, std = _mean_std(values)
-        text = f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ± {std:.2f}"
+        d = digits
+        text = f"{mean:.{d}f}" if len(values) == 1 else f"{mean:.{d}f} ± {std:.{d}f}"
         if vs_lstsd and (row_model, col) in reference:
-            text += f" ({mean - reference[(row_model, col)]:+.2f})"
+            text += f" ({mean - reference[(row_model, col)]:+.{d}f})"
         if uniform_n is None:
             text += f" (n={len(values)})"
         return text
 
     metric_names = sorted({metric or r.metrics[0] for r in records})
+    digits = 3 if all(lower_is_better(m) for m in metric_names) else 2   # a loss per token: 3 decimals
     header_first = ["Network", "Method"] if by_dataset else ["Method"]
     lines = ["| " + " | ".join(header_first + col_keys) + " |",
              "|" + "---|" * (len(header_first) + len(col_keys))]
@@ -177,7 +180,7 @@ def results_table(records: list[RunRecord], *, methods: list[str] | None = None,
         spread = f"mean ± std over n = {uniform_n} seeds ({seeds})"
     else:
         spread = f"mean ± std over seeds ({seeds}), n per cell in parentheses"
-    caption = (f"{split} {'/'.join(metric_names)} (%), {spread}, final epoch"
+    caption = (f"{split} {'/'.join(metric_label(m) for m in metric_names)}, {spread}, final epoch"
                + ("; in parentheses: difference to LSTSD" if vs_lstsd else ""))
     differing = differences_between_rows(records)
     if differing:
@@ -241,8 +244,11 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
     from scipy.stats import t as t_distribution
 
     value: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
+    metric_of: dict[str, str] = {}
     for r in records:
         key = f"{split}_{r.metrics[0]}"
+        metric_of[r.row] = r.metrics[0]
+        metric_of.update({f"{r.row} ({extra})": r.metrics[0] for extra in _predictors([r], split, r.metrics[0])})
         if key in r.final:
             value[(r.dataset, r.model, r.row)][r.seed] = r.final[key]
         for extra in _predictors([r], split, r.metrics[0]):   # a teacher or ensemble, as its own row
@@ -259,14 +265,18 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
             continue
         diffs = [per_seed[s] - reference[s] for s in seeds]
         mean, std = _mean_std(diffs)
-        spread = f"{mean:+.2f}" if len(diffs) == 1 else f"{mean:+.2f} ± {std:.2f}"
-        tally = f"{sum(d > 0 for d in diffs)} / {sum(d == 0 for d in diffs)} / {sum(d < 0 for d in diffs)}"
+        d = 3 if lower_is_better(metric_of[row]) else 2
+        spread = f"{mean:+.{d}f}" if len(diffs) == 1 else f"{mean:+.{d}f} ± {std:.{d}f}"
+        sign = -1 if lower_is_better(metric_of[row]) else 1        # a lower loss is better
+        tally = (f"{sum(sign * d > 0 for d in diffs)} / {sum(d == 0 for d in diffs)} / "
+                 f"{sum(sign * d < 0 for d in diffs)}")
         t = None if len(diffs) < 2 or std == 0 else mean / (std / math.sqrt(len(diffs)))
         shown = ["—", "—"] if t is None else [f"{t:+.2f}", f"{2 * t_distribution.sf(abs(t), len(diffs) - 1):.2g}"]
         lines.append("| " + " | ".join([dataset] * several_datasets + [model, row, spread, tally, *shown]) + " |")
-    metrics = "/".join(sorted({r.metrics[0] for r in records}))
+    metrics = "/".join(metric_label(m) for m in sorted({r.metrics[0] for r in records}))
+    units = "" if all(lower_is_better(r.metrics[0]) for r in records) else "points; "
     return (f"Paired by seed against {base_row!r}: {split} {metrics} of each row minus its value on the same seed "
-            f"(points; same seed = same initial weights and batches); paired t = mean / (std / √n), with n − 1 "
+            f"({units}same seed = same initial weights and batches); paired t = mean / (std / √n), with n − 1 "
             f"degrees of freedom (|t| > 4.30 is significant at 5% for n = 3, > 2.78 for n = 5), and its two-sided p "
             f"(not corrected for the number of rows compared)\n\n" + "\n".join(lines))
 

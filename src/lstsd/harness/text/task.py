@@ -28,6 +28,9 @@ def build_text_task(cfg: TrainConfig) -> Task:
         raise ValueError(f"{cfg.dataset!r} is not a text data set; text data sets: "
                          f"{', '.join(available_datasets('text'))}")
     kind = model_kind(cfg.model)
+    if kind == "causal_lm":
+        raise ValueError(f"model {cfg.model!r} is a causal LM, for text-generation data sets (wordnet_definitions); "
+                         f"the classification data set {cfg.dataset!r} needs: {', '.join(available_text_models())}")
     if kind == "vision":
         raise ValueError(f"model {cfg.model!r} is a vision model; the text data set {cfg.dataset!r} needs a text "
                          f"model: {', '.join(available_text_models())}")

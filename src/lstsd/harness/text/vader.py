@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -52,8 +53,8 @@ from ..data.splits import cache_root, train_val_split
 from ..errors import DataNotFoundError
 from .tokenize import TextSplits
 
-__all__ = ["VADER_FILES", "VADER_SDIST_SHA256", "VADER_VERSION", "fetch_vader", "load_vader", "read_vader_file",
-           "vader_dir"]
+__all__ = ["VADER_FILES", "VADER_SDIST_SHA256", "VADER_VERSION", "fetch_vader", "load_vader", "probe_sentences",
+           "read_vader_file", "vader_dir"]
 
 VADER_VERSION = "3.3.2"
 VADER_SDIST = f"vaderSentiment-{VADER_VERSION}.tar.gz"
@@ -305,3 +306,30 @@ def load_vader(subset: str = "movies", *, data_dir: str | os.PathLike | None = N
         num_classes=2, metrics=("accuracy",), classes=["negative", "positive"],
     )
     return ts.with_train_subset(train_subset, seed)
+
+
+def probe_sentences(n: int, *, subset: str = "nyt", data_dir: str | os.PathLike | None = None,
+                    seed: int = 0) -> tuple[list[str], Path]:
+    """``n`` fixed general-text sentences and the file they come from: the language-model task's
+    forgetting probe (its per-token loss on text it is not fine-tuned on, before and after).
+
+    The snippets of one VADER set (default ``nyt``, the New York Times editorial snippets: plain
+    English prose nobody here wrote), every row whatever its score, deduplicated in file order; a
+    draw of ``n`` of them seeded by ``seed`` (fixed, so every run of a comparison probes the same
+    sentences), returned in file order. The file is looked up as :func:`load_vader` does.
+
+    Example (skipped: needs the VADER files, from ``lstsd data fetch vader``):
+        >>> sentences, path = probe_sentences(3)              # doctest: +SKIP
+        >>> len(sentences), path.name                           # doctest: +SKIP
+        (3, 'nytEditorialSnippets_GroundTruth.txt')
+    """
+    key = subset.lower()
+    if key not in VADER_FILES:
+        raise ValueError(f"unknown VADER subset {subset!r}; available: {', '.join(VADER_FILES)}")
+    path = _locate(VADER_FILES[key], data_dir)
+    texts = list(dict.fromkeys(text for _, _, text in read_vader_file(path) if text))
+    if not 1 <= n <= len(texts):
+        raise ValueError(f"asked for {n} probe sentences; VADER {key} has {len(texts)} distinct ones: ask for 1 to "
+                         f"{len(texts)}")
+    chosen = sorted(random.Random(seed).sample(range(len(texts)), n))
+    return [texts[i] for i in chosen], path

@@ -29,11 +29,17 @@ from __future__ import annotations
 import os
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["PARTS_OF_SPEECH", "Definition", "DefinitionSet", "definition_examples", "prompt_of", "read_definitions",
-           "wordnet_dir"]
+import numpy as np
+
+from ..data.splits import data_source
+from ..errors import DataNotFoundError
+
+__all__ = ["PARTS_OF_SPEECH", "Definition", "DefinitionSet", "definition_examples", "definitions_source",
+           "load_wordnet_definitions", "prompt_of", "read_definitions", "wordnet_dir"]
 
 PARTS_OF_SPEECH = {"noun": "noun", "verb": "verb", "adj": "adjective", "adv": "adverb"}
 DEFAULT_DIR = Path("/usr/share/wordnet")
@@ -43,11 +49,16 @@ Definition = tuple[str, str, str]             # (lemma, part of speech, definiti
 
 
 def wordnet_dir() -> Path:
-    """The folder of WordNet's data files: ``$LSTSD_WORDNET`` or ``/usr/share/wordnet``."""
+    """The folder of WordNet's data files: ``$LSTSD_WORDNET`` or ``/usr/share/wordnet``.
+
+    Raises:
+        DataNotFoundError: (a ``FileNotFoundError``) naming the Debian package ``wordnet-base``.
+    """
     folder = Path(os.environ.get("LSTSD_WORDNET", DEFAULT_DIR))
     if not (folder / "data.noun").is_file():
-        raise FileNotFoundError(f"WordNet 3.0 is not installed at {folder}: apt-get install wordnet-base (make data "
-                                "does), or set LSTSD_WORDNET to a folder with data.noun, data.verb, data.adj, data.adv")
+        raise DataNotFoundError(f"WordNet 3.0 is not installed at {folder} (no data.noun)",
+                                "apt-get install wordnet-base (make data does), or set LSTSD_WORDNET to a folder with "
+                                "data.noun, data.verb, data.adj, data.adv")
     return folder
 
 
@@ -90,10 +101,22 @@ def read_definitions(pos: str, folder: Path | None = None, limit: int | None = N
 
 @dataclass
 class DefinitionSet:
-    """Training and held-out definitions, disjoint by lemma."""
+    """Training and held-out definitions, disjoint by lemma, and where they came from
+    (:func:`definitions_source`: folder, files and a sha256 of every definition read)."""
 
     train: list[Definition]
     heldout: list[Definition]
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def definitions_source(rows: list[Definition], folder: Path, parts: tuple[str, ...]) -> dict[str, Any]:
+    """The run's record of the data (:func:`lstsd.harness.data.splits.data_source`): origin
+    (``$LSTSD_WORDNET`` or ``system``), the folder, the ``data.*`` files read and a sha256 of every
+    ``(lemma, pos, definition)`` parsed from them, in file order (the same for every copy of WordNet 3.0)."""
+    text = "".join(f"{lemma}\t{pos}\t{definition}\n" for lemma, pos, definition in rows).encode("utf-8")
+    origin = "$LSTSD_WORDNET" if os.environ.get("LSTSD_WORDNET") else "system"
+    return data_source("wordnet_definitions", origin, folder, [np.frombuffer(text, dtype=np.uint8)],
+                       files=[folder / f"data.{pos}" for pos in parts])
 
 
 def definition_examples(*, train_size: int, heldout_size: int, seed: int = 0,
@@ -101,7 +124,9 @@ def definition_examples(*, train_size: int, heldout_size: int, seed: int = 0,
                         folder: Path | None = None) -> DefinitionSet:
     """A seeded draw of ``train_size`` training and ``heldout_size`` held-out definitions of at most
     ``max_words`` words, with no lemma in both (a lemma's parts of speech go to the same side)."""
-    rows = [r for pos in parts for r in read_definitions(pos, folder) if len(r[2].split()) <= max_words]
+    folder = folder or wordnet_dir()
+    every = [r for pos in parts for r in read_definitions(pos, folder)]
+    rows = [r for r in every if len(r[2].split()) <= max_words]
     lemmas = sorted({lemma for lemma, _, _ in rows})
     random.Random(seed).shuffle(lemmas)
     heldout_lemmas = set(lemmas[:len(lemmas) // 5])               # a fifth of the words are held out
@@ -111,7 +136,17 @@ def definition_examples(*, train_size: int, heldout_size: int, seed: int = 0,
         raise ValueError(f"asked for {train_size} training and {heldout_size} held-out definitions; WordNet has "
                          f"{len(train)} and {len(heldout)} of at most {max_words} words on each side")
     rng = random.Random(seed + 1)
-    return DefinitionSet(rng.sample(train, train_size), rng.sample(heldout, heldout_size))
+    return DefinitionSet(rng.sample(train, train_size), rng.sample(heldout, heldout_size),
+                         definitions_source(every, folder, parts))
+
+
+def load_wordnet_definitions(*, train_size: int = 2000, heldout_size: int = 1000, max_words: int = 24,
+                             seed: int = 0, **options: Any) -> DefinitionSet:
+    """The harness's loader of the data set ``wordnet_definitions`` (its ``data_args``, defaults
+    2,000 training and 1,000 held-out definitions of at most 24 words, seed 0):
+    :func:`definition_examples` with the values as integers."""
+    return definition_examples(train_size=int(train_size), heldout_size=int(heldout_size), seed=int(seed),
+                               max_words=int(max_words), **options)
 
 
 def prompt_of(lemma: str, pos: str) -> str:
