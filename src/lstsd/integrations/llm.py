@@ -44,8 +44,14 @@ def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
     hf = import_framework("transformers", extra="llm")
     import_framework("gguf", extra="llm")
     folder = smollm2_path()
-    tokenizer = hf.AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_FILE)
-    model = hf.AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_FILE, dtype=dtype)
+    bars = hf.utils.logging.is_progress_bar_enabled()
+    hf.utils.logging.disable_progress_bar()      # a second of dequantising: its bars would flood run logs
+    try:
+        tokenizer = hf.AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_FILE)
+        model = hf.AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_FILE, dtype=dtype)
+    finally:
+        if bars:
+            hf.utils.logging.enable_progress_bar()
     # The weights are dequantised (plain ``dtype`` tensors), but transformers still marks the model as
     # GGUF-quantised, and its Trainer then refuses to fine-tune it: clear the marks.
     model.is_quantized = False
