@@ -350,9 +350,6 @@ def test_torchrun_keeps_the_banks_identical_on_both_ranks(tmp_path: Path):
         assert bool(states[0]["short_term_bank.recorded"].all()), "both ranks' rows reach every rank's bank"
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["--ddp"]:
-    _ddp_worker(sys.argv[2])
-
 
 def test_the_loss_parts_are_logged_beside_the_training_loss(tmp_path: Path):
     # As the Lightning callback logs lstsd/ce, lstsd/long, ...: the mean since the last log, and the
@@ -366,3 +363,12 @@ def test_the_loss_parts_are_logged_beside_the_training_loss(tmp_path: Path):
     assert last["lstsd/long"] > 0 and last["lstsd/short"] > 0
     weighted = last["lstsd/ce"] + 2.4 * last["lstsd/long"] + 4.0 * last["lstsd/short"]
     assert weighted == pytest.approx(last["lstsd/total"], rel=1e-3)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--ddp"]:
+    _ddp_worker(sys.argv[2])
+    # Skip the interpreter's shutdown, where gloo's worker threads can abort a finished DDP run
+    # (a PyTorch race, docs/known_issues.md); the banks are saved and closed by now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
