@@ -411,9 +411,13 @@ def _start_compare(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
                                 "--out", str(out), "--jobs", "2", "--threads", "1"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not all((out / f"vanilla-seed{s}" / "checkpoint.pt").is_file()
                                                   for s in (0, 1)):
+        if process.poll() is not None:          # it ended before its runs began: say why
+            stdout, stderr = process.communicate()
+            raise AssertionError(f"compare ended with {process.returncode} before its runs started:\n"
+                                 f"{stdout[-2000:]}\n{stderr[-3000:]}")
         time.sleep(0.2)
     return process, out
 
@@ -424,7 +428,9 @@ def _start_compare(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
 def test_stopping_compare_jobs_stops_its_runs_with_one_line(tmp_path, how):
     process, out = _start_compare(tmp_path)
     try:
-        assert all((out / f"vanilla-seed{s}" / "checkpoint.pt").is_file() for s in (0, 1)), "the runs never started"
+        started = [p.name for p in out.glob("*/*")] if out.exists() else []
+        assert all((out / f"vanilla-seed{s}" / "checkpoint.pt").is_file() for s in (0, 1)), \
+            f"the runs had no checkpoint after 300 s; the output folder holds {started}"
         if how.startswith("Ctrl-C"):
             os.killpg(process.pid, signal.SIGINT)
         else:

@@ -135,3 +135,20 @@ def test_stale_temporary_files_of_a_killed_write_are_removed(tmp_path):
     stale.write_bytes(b"half a checkpoint")
     Trainer(tiny(tmp_path, epochs=1), log=None).fit()
     assert not stale.exists()
+
+
+def test_saving_a_checkpoint_never_leaves_it_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # A reader (a resume, a watcher) must find checkpoint.pt at every moment of a save: the old file
+    # becomes .prev through a second name, then the new one replaces it in one rename.
+    import os
+    path = tmp_path / "checkpoint.pt"
+    ckpt.save_checkpoint({"step": torch.zeros(1)}, path)
+    rename = os.replace
+
+    def watched(src: str | Path, dst: str | Path) -> None:
+        assert path.exists(), f"checkpoint.pt missing while renaming {src} → {dst}"
+        rename(src, dst)
+    monkeypatch.setattr(os, "replace", watched)
+    ckpt.save_checkpoint({"step": torch.ones(1)}, path)
+    assert float(ckpt.load_checkpoint(path)["step"]) == 1.0
+    assert float(ckpt.load_checkpoint(ckpt.previous_path(path))["step"]) == 0.0

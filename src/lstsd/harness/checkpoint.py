@@ -28,6 +28,7 @@ import hashlib
 import io
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,14 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if path.exists():
-        os.replace(path, previous_path(path))
+    if path.exists():   # the current file becomes .prev through a second name: `path` never goes missing
+        staged = _temporary(previous_path(path))
+        staged.unlink(missing_ok=True)
+        try:
+            os.link(path, staged)
+        except OSError:     # a file system without hard links
+            shutil.copy2(path, staged)
+        os.replace(staged, previous_path(path))
     os.replace(tmp, path)
     return path
 
