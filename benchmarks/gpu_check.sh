@@ -147,6 +147,14 @@ run_part() {
 }
 
 # A benchmark's section: its tables, or what went wrong.
+# bench NAME LIMIT TITLE SCRIPT ARGS...: run a benchmark script (run_part) and write its section.
+bench() {
+    local name=$1 limit=$2 title=$3 script=$4
+    shift 4
+    run_part "$name" "$limit" "$PY" "$script" "$@"
+    bench_section "$name" "$title ($CARD)" "python $script $*"
+}
+
 bench_section() {
     local name=$1 title=$2 command=$3
     md "## $title" "" "\`$command\` — $STATUS" ""
@@ -291,24 +299,17 @@ else   # tiny sizes on the CPU: a check of the script and of the benchmarks' cod
 fi
 
 if wanted step_cost; then
-    run_part step_cost 100 "$PY" benchmarks/step_cost.py "${STEP[@]}"
-    bench_section step_cost "Training-step cost: ResNet-20, C = 100, every method ($CARD)" \
-        "python benchmarks/step_cost.py ${STEP[*]}"
+    bench step_cost 100 "Training-step cost: ResNet-20, C = 100, every method" benchmarks/step_cost.py "${STEP[@]}"
 fi
 if wanted overhead_c100; then
-    run_part overhead_c100 60 "$PY" benchmarks/method_overhead.py "${C100[@]}"
-    bench_section overhead_c100 "The method's own cost at CIFAR-100 shapes ($CARD)" \
-        "python benchmarks/method_overhead.py ${C100[*]}"
+    bench overhead_c100 60 "The method's own cost at CIFAR-100 shapes" benchmarks/method_overhead.py "${C100[@]}"
 fi
 if wanted overhead_in1k; then
-    run_part overhead_in1k 90 "$PY" benchmarks/method_overhead.py "${IN1K[@]}"
-    bench_section overhead_in1k "The method's own cost at ImageNet-1k shapes ($CARD)" \
-        "python benchmarks/method_overhead.py ${IN1K[*]}"
+    bench overhead_in1k 90 "The method's own cost at ImageNet-1k shapes" benchmarks/method_overhead.py "${IN1K[@]}"
 fi
 if wanted token_cost; then
-    run_part token_cost 120 "$PY" benchmarks/token_cost.py "${TOKEN[@]}"
-    bench_section token_cost "Per-token banks: the loss at a real vocabulary, and a SmolLM2-135M step ($CARD)" \
-        "python benchmarks/token_cost.py ${TOKEN[*]}"
+    bench token_cost 120 "Per-token banks: the loss at a real vocabulary, and a SmolLM2-135M step" \
+        benchmarks/token_cost.py "${TOKEN[@]}"
     if [ "$DEV" = cpu ]; then
         md "(The SmolLM2-135M step is left out on the CPU: a 135M-parameter model is no tiny size.)" ""
     fi

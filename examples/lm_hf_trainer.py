@@ -23,8 +23,8 @@ import tempfile
 import torch
 from transformers import DataCollatorForSeq2Seq, TrainingArguments
 
-from lstsd.harness.text.wordnet import definition_examples, prompt_of
-from lstsd.integrations.llm import chat_example, load_smollm2
+from lstsd.harness.text.wordnet import chat_definitions, definition_examples
+from lstsd.integrations.llm import load_smollm2
 from lstsd.integrations.transformers import LSTSDTrainer, add_index_column
 
 
@@ -42,8 +42,8 @@ def main() -> None:
     model, tokenizer = load_smollm2()
     pretrained = copy.deepcopy(model.state_dict())
     data = definition_examples(train_size=args.train, heldout_size=args.heldout, seed=0)
-    train_set = [chat_example(tokenizer, prompt_of(lemma, pos), gloss) for lemma, pos, gloss in data.train]
-    heldout = [chat_example(tokenizer, prompt_of(lemma, pos), gloss) for lemma, pos, gloss in data.heldout]
+    train_set = chat_definitions(tokenizer, data.train)
+    heldout = chat_definitions(tokenizer, data.heldout)
     print(f"SmolLM2-135M-Instruct{' + LoRA' if args.lora else ''}, {args.train} WordNet definitions to learn, "
           f"{args.heldout} held out (other words), {args.epochs} epochs, batch {args.batch}", flush=True)
 

@@ -25,42 +25,30 @@ import random
 import torch
 
 import lstsd
-from lstsd.harness.text.wordnet import definition_examples, prompt_of
-from lstsd.integrations.llm import chat_example, load_smollm2
-from lstsd.tokens import causal_lm_cross_entropy
+from lstsd.harness.text.lm import CausalLM, pad_token_id
+from lstsd.harness.text.sequences import SequenceSplit, sequence_loss
+from lstsd.harness.text.wordnet import chat_definitions, definition_examples
+from lstsd.integrations.llm import load_smollm2
 
 
-def batches(examples: list[dict[str, list[int]]], order: list[int], size: int, pad: int):
+def batches(examples: SequenceSplit, order: list[int], size: int, pad: int):
     """``(input_ids, attention_mask, labels, idx)`` of each batch, right-padded (labels -100 there)."""
     for k in range(0, len(order), size):
         idx = order[k:k + size]
-        width = max(len(examples[i]["input_ids"]) for i in idx)
-        ids = torch.full((len(idx), width), pad)
-        labels = torch.full((len(idx), width), -100)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            n = len(examples[i]["input_ids"])
-            ids[row, :n] = torch.tensor(examples[i]["input_ids"])
-            labels[row, :n] = torch.tensor(examples[i]["labels"])
-            mask[row, :n] = 1
-        yield ids, mask, labels, torch.tensor(idx)
+        x, labels = examples.batch(idx, pad)
+        yield x["input_ids"], x["attention_mask"], labels, torch.tensor(idx)
 
 
-@torch.no_grad()
-def heldout_loss(model: torch.nn.Module, examples: list[dict[str, list[int]]], pad: int) -> float:
+def heldout_loss(model: torch.nn.Module, examples: SequenceSplit, pad: int) -> float:
     """Mean loss per answer token on the held-out definitions (lower is better)."""
-    model.eval()
-    total = tokens = 0.0
-    for ids, mask, labels, _ in batches(examples, list(range(len(examples))), 16, pad):
-        n = int((labels[:, 1:] != -100).sum())
-        total += float(causal_lm_cross_entropy(model(input_ids=ids, attention_mask=mask).logits, labels)) * n
-        tokens += n
-    model.train()
-    return total / tokens
+    vocab = model.get_output_embeddings().weight.shape[0]
+    loss, _ = sequence_loss(CausalLM(model, vocab), examples, pad_id=pad, device=torch.device("cpu"),
+                            precision="fp32", batch_size=16)
+    return loss
 
 
-def train(name: str, model: torch.nn.Module, pad: int, args: argparse.Namespace, train_set: list,
-          heldout: list) -> list[float]:
+def train(name: str, model: torch.nn.Module, pad: int, args: argparse.Namespace, train_set: SequenceSplit,
+          heldout: SequenceSplit) -> list[float]:
     vocab = model.get_output_embeddings().weight.shape[0]
     if name == "lstsd":   # NLP temperature 1 (the paper); E = 1 so that every epoch after the first distils
         method = lstsd.LSTSD(len(train_set), vocab, per_token=True, generation_epochs=1, temperature=1.0)
@@ -100,11 +88,11 @@ def main() -> None:
     parser.add_argument("--methods", default="vanilla,lstsd")
     args = parser.parse_args()
     model, tokenizer = load_smollm2()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer)
     pretrained = copy.deepcopy(model.state_dict())     # every method starts from the same weights
     data = definition_examples(train_size=args.train, heldout_size=args.heldout, seed=0)
-    train_set = [chat_example(tokenizer, prompt_of(lemma, pos), gloss) for lemma, pos, gloss in data.train]
-    heldout = [chat_example(tokenizer, prompt_of(lemma, pos), gloss) for lemma, pos, gloss in data.heldout]
+    train_set = SequenceSplit.of(chat_definitions(tokenizer, data.train))
+    heldout = SequenceSplit.of(chat_definitions(tokenizer, data.heldout))
     print(f"SmolLM2-135M-Instruct, {args.train} WordNet definitions to learn, {args.heldout} held out (other words), "
           f"{args.epochs} epochs, batch {args.batch}", flush=True)
     final = {}

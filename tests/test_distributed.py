@@ -14,12 +14,11 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.utils.data import DistributedSampler
 
 from lstsd.distributed import RowExchange
 from lstsd.methods import create_method
-from processes import free_port, torchrun
+from processes import gloo_rank, spawn_ranks, torchrun
 
 N, C, BATCH, EPOCHS, WORLD = 11, 5, 4, 4, 2   # 11 samples on 2 ranks: the sampler repeats one
 SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -55,9 +54,7 @@ def build(name: str, kwargs: dict[str, Any]):
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    try:
+    with gloo_rank(rank, port, WORLD):
         table = logit_table()
         y = torch.arange(N) % C
         for scenario, (name, kwargs) in SCENARIOS.items():
@@ -80,15 +77,12 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             exchange(torch.arange(3), torch.zeros(3, C))
         except ValueError as err:
             (Path(out_dir) / f"capacity-rank{rank}.txt").write_text(str(err))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
 def ranks_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ddp")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=WORLD, join=True)
+    spawn_ranks(_worker, out, WORLD)
     return out
 
 

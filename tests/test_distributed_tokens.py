@@ -4,18 +4,15 @@ first step's), equal to what one process fed every rank's rows writes."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.utils.data import DistributedSampler
 
 from lstsd.methods import create_method
-from processes import free_port
+from processes import gloo_rank, spawn_ranks
 
 N, V, T, BATCH, EPOCHS, WORLD = 11, 12, 9, 2, 3, 2
 SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -52,9 +49,7 @@ def build(name: str, settings: dict[str, Any]) -> Any:
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    try:
+    with gloo_rank(rank, port, WORLD):
         table, y = logit_table(), labels()
         for scenario, (name, settings) in SCENARIOS.items():
             method = build(name, settings)
@@ -64,15 +59,12 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                     method.loss(table[epoch, idx] + 0.25 * rank, y[idx], idx)
                 method.end_epoch()
             torch.save(method.state_dict(), Path(out_dir) / f"{scenario}-rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
 def ranks_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ddp-tokens")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=WORLD, join=True)
+    spawn_ranks(_worker, out, WORLD)
     return out
 
 
@@ -133,9 +125,7 @@ def _fsdp_worker(rank: int, port: int, out_dir: str) -> None:
     # method sees whole logits and exchanges rows as under DDP.
     transformers = pytest.importorskip("transformers")
     from torch.distributed.fsdp import fully_shard
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    try:
+    with gloo_rank(rank, port, WORLD):
         torch.manual_seed(0)
         config = transformers.LlamaConfig(vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                                           num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
@@ -155,14 +145,11 @@ def _fsdp_worker(rank: int, port: int, out_dir: str) -> None:
                 opt.zero_grad()
             method.end_epoch()
         torch.save(method.state_dict(), Path(out_dir) / f"fsdp-rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_per_token_lstsd_trains_an_fsdp_sharded_model_with_identical_banks(tmp_path: Path):
     pytest.importorskip("transformers")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_fsdp_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    spawn_ranks(_fsdp_worker, tmp_path, WORLD)
     states = [torch.load(tmp_path / f"fsdp-rank{r}.pt", weights_only=True) for r in range(WORLD)]
     for key, value in states[0].items():
         if isinstance(value, torch.Tensor):

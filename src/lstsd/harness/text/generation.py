@@ -37,7 +37,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...integrations.llm import chat_example
 from ...methods import Method, create_method, method_class
 from ..config import TrainConfig
 from ..data.splits import data_source
@@ -47,7 +46,7 @@ from ..task import Task
 from .lm import build_causal_lm, pad_token_id
 from .sequences import SequenceSplit, SequenceSplits, perplexity, sequence_loss
 from .vader import probe_sentences
-from .wordnet import DefinitionSet, prompt_of
+from .wordnet import Definition, DefinitionSet, chat_definitions
 
 __all__ = ["GENERATION_METRICS", "SEQUENCE_METHODS", "build_generation_task", "create_sequence_method"]
 
@@ -92,8 +91,8 @@ def build_generation_task(cfg: TrainConfig) -> Task:
     probe_subset = str(args.pop("probe_subset", "nyt"))
     definitions: DefinitionSet = entry.load(**args)
     model, tokenizer = build_causal_lm(cfg.model, **cfg.model_args)
-    encode = lambda rows: SequenceSplit.of([chat_example(tokenizer, prompt_of(lemma, pos), definition)  # noqa: E731
-                                            for lemma, pos, definition in rows])
+    def encode(rows: list[Definition]) -> SequenceSplit:
+        return SequenceSplit.of(chat_definitions(tokenizer, rows))
     source = dict(definitions.source)
     probe = None
     if probe_size:

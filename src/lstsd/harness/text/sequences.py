@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...tokens import causal_lm_cross_entropy
 from ..data.loader import _PERMUTATION_STREAM, epoch_seed
 from ..runtime import autocast
 
@@ -165,9 +166,7 @@ def sequence_loss(model: nn.Module, split: SequenceSplit, *, pad_id: int, device
     for x, labels, _ in loader:
         with autocast(device, precision):
             logits = model(x)
-        target = labels[:, 1:]
-        flat = logits[:, :-1].float().reshape(-1, logits.shape[-1])
-        total += nn.functional.cross_entropy(flat, target.reshape(-1), ignore_index=-100, reduction="sum").double()
+        total += causal_lm_cross_entropy(logits, labels, num_items_in_batch=1).double()   # the sum over tokens
         hits, counted = token_hits(logits, labels)
         correct += hits
         tokens += int(counted)

@@ -38,7 +38,8 @@ import numpy as np
 from ..data.splits import data_source
 from ..errors import DataNotFoundError
 
-__all__ = ["PARTS_OF_SPEECH", "Definition", "DefinitionSet", "definition_examples", "definitions_source",
+__all__ = ["PARTS_OF_SPEECH", "Definition", "DefinitionSet", "chat_definitions", "definition_examples",
+           "definitions_source",
            "load_wordnet_definitions", "prompt_of", "read_definitions", "wordnet_dir"]
 
 PARTS_OF_SPEECH = {"noun": "noun", "verb": "verb", "adj": "adjective", "adv": "adverb"}
@@ -152,3 +153,10 @@ def load_wordnet_definitions(*, train_size: int = 2000, heldout_size: int = 1000
 def prompt_of(lemma: str, pos: str) -> str:
     """The instruction of one example: ``Define the word 'X' (noun).``"""
     return f"Define the word '{lemma}' ({PARTS_OF_SPEECH[pos]})."
+
+
+def chat_definitions(tokenizer: Any, rows: list[Definition]) -> list[dict[str, list[int]]]:
+    """``rows`` as instruction examples in ``tokenizer``'s chat template, the loss on the definition's
+    tokens only (:func:`lstsd.integrations.llm.chat_example`)."""
+    from ...integrations.llm import chat_example  # the LM integration: imported only when encoding
+    return [chat_example(tokenizer, prompt_of(lemma, pos), definition) for lemma, pos, definition in rows]
