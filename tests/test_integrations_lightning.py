@@ -455,3 +455,8 @@ def test_ddp_strategy_keeps_the_banks_identical_on_both_ranks(tmp_path: Path):
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--ddp"]:
     _ddp_worker(sys.argv[2])
+    # Skip the interpreter's shutdown, where gloo's worker threads can abort a finished DDP run
+    # (a PyTorch race, docs/known_issues.md); the banks are saved and closed by now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
