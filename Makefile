@@ -39,7 +39,7 @@ gpu-check:
 
 # ruff and mypy, configured in pyproject.toml (make test runs this first).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests examples benchmarks
+	$(VENV)/bin/ruff check src tests examples benchmarks studies
 	$(VENV)/bin/mypy src/lstsd
 
 venv: $(STAMP)

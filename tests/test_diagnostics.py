@@ -85,6 +85,31 @@ def test_a_teacher_equal_to_the_student_has_zero_kl_and_no_disagreement():
     assert s["self_kl"] == pytest.approx(0, abs=1e-6) and s["self_disagreement"] == 0 and s["self_quality"] == 100
 
 
+def test_sparse_teachers_report_the_mass_their_stored_tokens_hold_and_dense_ones_do_not():
+    from lstsd.sparse import SparseTargets
+    monitor = TeacherMonitor()
+    probs = torch.tensor([[0.5, 0.2, 0.1, 0.1, 0.1], [0.9, 0.05, 0.05, 0.0, 0.0]])
+    top2 = SparseTargets.top_k(probs, k=2)             # keeps 0.7 and 0.95 of the mass
+    monitor.record("topk", top2, torch.randn(2, 5), torch.zeros(2, dtype=torch.long), temperature=1.0,
+                   mask=torch.tensor([True, True]))
+    monitor.record("dense", probs, torch.randn(2, 5), torch.zeros(2, dtype=torch.long), temperature=1.0)
+    s = monitor.summary()
+    assert s["topk_stored_mass"] == pytest.approx(100 * (0.7 + 0.95) / 2)
+    assert "dense_stored_mass" not in s and s["dense_quality"] == 100
+
+
+def test_per_token_lstsd_reports_stored_mass_below_100_with_topk_banks_and_100_with_sampled_ones():
+    vocab, labels = 50, torch.tensor([[-100, 3, 7, 9], [-100, -100, 1, 2]])
+    for bank_format, below in (("topk", True), ("sampled", False)):
+        method = LSTSD(2, vocab, generation_epochs=1, per_token=True, bank_format=bank_format, temperature=1.0)
+        for epoch in range(2):
+            method.start_epoch(epoch)
+            method.loss(torch.randn(2, 4, vocab), labels, torch.tensor([0, 1]))
+            mass = method.teacher_diagnostics().get("short_stored_mass")
+            method.end_epoch()
+        assert mass is not None and (mass < 99.0 if below else mass == pytest.approx(100.0, abs=0.1))
+
+
 @pytest.mark.parametrize("name,teacher,age", [("ps_kd", "previous", 1.0), ("temporal_ensembling", "ensemble", 2.5),
                                               ("mean_teacher", "ema", 1 / (0.1 * 3))])
 def test_every_teacher_method_reports_its_teacher(name: str, teacher: str, age: float):

@@ -145,15 +145,16 @@ def test_smollm2_with_lora_trains_one_epoch_on_real_wordnet(tmp_path, monkeypatc
     assert results["cost"]["parameters"] > 134_000_000
 
 
-def test_lm_study_preset_has_its_five_arms_and_three_seeds():
+def test_lm_study_preset_has_its_six_arms_and_three_seeds():
     preset = cli.load_preset("lm-study")
     arms = {arm.name: arm for arm in cli.preset_arms(preset)}
-    assert list(arms) == ["vanilla", "lstsd", "lstsd-quarter", "lstsd-rampup", "label_smoothing"]
+    assert list(arms) == ["vanilla", "lstsd", "lstsd-quarter", "lstsd-rampup", "label_smoothing", "lstsd-topk"]
     assert len(preset["seeds"]) >= 3 and preset["config"]["epochs"] == 6
     plan = cli.build_plan(preset, list(arms.values()), [0], Path("runs"), [], {})
     settings = {cfg.name: cfg.method_args for cfg in plan}
     assert settings["lstsd-seed0"] == {"generation_epochs": 1, "lambda_long": 2.4, "lambda_short": 4.0,
-                                       "temperature": 1.0}
+                                       "temperature": 1.0, "bank_format": "sampled"}
+    assert settings["lstsd-topk-seed0"] == dict(settings["lstsd-seed0"], bank_format="topk", bank_topk=8)
     quarter, rampup = settings["lstsd-quarter-seed0"], settings["lstsd-rampup-seed0"]
     assert (quarter["lambda_long"], quarter["lambda_short"], rampup["rampup_epochs"]) == (0.6, 1.0, 3)
     assert settings["label_smoothing-seed0"] == {"smoothing": 0.1}
@@ -175,6 +176,10 @@ def test_compare_runs_a_preset_s_named_arms(tmp_path, data, capsys):
     assert saved["method_args"]["lambda_long"] == 0.6 and saved["method_args"]["generation_epochs"] == 1
     assert cli.main(["compare", "--preset", str(preset), "--out", str(tmp_path / "cmp"), "--methods", "vanilla"]) == 0
     assert capsys.readouterr().out.count("finished earlier, reused") == 1
+    # An arm's name picks that arm alone, though it is also the method of lstsd-quarter.
+    assert cli.main(["compare", "--preset", str(preset), "--out", str(tmp_path / "cmp"), "--methods", "lstsd"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("finished earlier, reused") == 1 and "lstsd-seed0: finished" in out
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"config": config, "arms": {"x": {"method": "lstsd", "lambda": 1}}}))
     assert cli.main(["compare", "--preset", str(bad)]) == 2

@@ -10,7 +10,10 @@ targets and the student's logits: no extra forward pass), per teacher and per ep
 * ``disagreement``: % of those samples whose teacher argmax differs from the student's;
 * ``coverage``: % of the epoch's training samples that had a target from this teacher;
 * ``age``: how old the teacher is, in epochs (set by the method: e.g. 1 for LSTSD's short-term
-  teacher, up to E for its long-term one).
+  teacher, up to E for its long-term one);
+* ``stored_mass`` (sparse per-token targets only): % of the teacher's probability held by its stored
+  tokens, the rest being spread uniformly over the vocabulary (top-k; 100 for the sampled format) —
+  how much of the target is the teacher and how much a pull toward the uniform distribution.
 
 Sums stay on the device during the epoch; :meth:`TeacherMonitor.summary` reads them once.
 
@@ -44,6 +47,7 @@ class TeacherMonitor:
         self.sums: dict[str, torch.Tensor] = {}   # per teacher, on the device: covered, correct, KL, disagreements
         self.seen: dict[str, int] = {}            # per teacher: training samples seen this epoch
         self.ages: dict[str, float] = {}
+        self.sparse: set[str] = set()             # teachers given as sparse targets: stored_mass reported
 
     @torch.no_grad()
     def record(self, name: str, teacher_probs: torch.Tensor | SparseTargets | None, student_logits: torch.Tensor,
@@ -74,6 +78,8 @@ class TeacherMonitor:
                 student_class = argmax
                 teacher_class = teacher_probs.top1()
                 kl = sparse_kl_rows(student_logits.detach(), teacher_probs, temperature)
+                stored = teacher_probs.probs.sum(dim=1)
+                self.sparse.add(name)
             else:
                 if student is None:
                     log_p = F.log_softmax(student_logits.detach().float() / temperature, dim=1)
@@ -82,11 +88,12 @@ class TeacherMonitor:
                 z = teacher_probs.float()
                 teacher_class = z.argmax(dim=1)
                 kl = (torch.xlogy(z, z) - z * log_p).sum(dim=1)
+                stored = torch.ones_like(kl)
             rows = torch.stack([torch.ones_like(kl), (teacher_class == targets).float(), kl,
-                                (teacher_class != student_class).float()])
+                                (teacher_class != student_class).float(), stored.float()])
             if mask is not None:
                 rows = rows * mask.to(rows.dtype)
-            sums = rows.double().sum(dim=1)       # covered, correct, KL, disagreements
+            sums = rows.double().sum(dim=1)       # covered, correct, KL, disagreements, stored mass
             self.sums[name] = sums if name not in self.sums else self.sums[name] + sums
 
     def reset(self) -> None:
@@ -105,17 +112,19 @@ class TeacherMonitor:
         names = sorted(self.seen)
         device = next(iter(self.sums.values())).device if self.sums else torch.device("cpu")
         stacked = torch.stack([torch.cat([torch.tensor([float(self.seen[n])], dtype=torch.float64, device=device),
-                                          self.sums.get(n, torch.zeros(4, dtype=torch.float64, device=device))])
+                                          self.sums.get(n, torch.zeros(5, dtype=torch.float64, device=device))])
                                for n in names])
         if reduce is not None:
             stacked = reduce(stacked)
         out: dict[str, float] = {}
-        for name, (seen, covered, correct, kl, disagree) in zip(names, stacked.tolist()):
+        for name, (seen, covered, correct, kl, disagree, stored) in zip(names, stacked.tolist()):
             out[f"{name}_coverage"] = 100.0 * covered / seen if seen else 0.0
             if covered:
                 out[f"{name}_quality"] = 100.0 * correct / covered
                 out[f"{name}_kl"] = kl / covered
                 out[f"{name}_disagreement"] = 100.0 * disagree / covered
+                if name in self.sparse:
+                    out[f"{name}_stored_mass"] = 100.0 * stored / covered
             if name in self.ages:
                 out[f"{name}_age"] = self.ages[name]
         return out

@@ -338,8 +338,10 @@ def compare(preset_name: str, *, methods: list[str] | None = None, seeds: list[i
     warn = warn or _on_stderr("lstsd compare: warning: ")
     preset = load_preset(preset_name)
     arms = preset_arms(preset)
-    if arms is not None:   # named arms: --methods picks arms by name or method
-        chosen = [a for a in arms if not methods or a.name in methods or a.method in methods]
+    if arms is not None:   # named arms: --methods picks an arm by its name, else the arms of a method
+        names = {a.name for a in arms}
+        chosen = [a for a in arms if not methods or a.name in methods
+                  or any(m == a.method and m not in names for m in methods)]
         missing = [m for m in methods or [] if not any(m in (a.name, a.method) for a in arms)]
         if missing:
             raise ConfigError(f"preset {preset['name']!r} has no arm named or of method {missing[0]!r}",

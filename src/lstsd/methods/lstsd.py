@@ -209,7 +209,8 @@ class LSTSD(LongShortSettings, Method):
         bank_format: ``"dense"`` (``N × C``, the default per sample) or ``"topk"``: the ``bank_topk``
             largest probabilities per sample and their class ids, the rest of the mass spread
             uniformly (:class:`lstsd.bank.TopKBank`), for class counts where dense banks do not fit.
-            Per token: ``"topk"`` (the default) or ``"sampled"`` (:mod:`lstsd.tokens`).
+            Per token: ``"sampled"`` (the default; ``"topk"`` when ``bank_topk`` is given) or
+            ``"topk"`` (:mod:`lstsd.tokens`, :class:`~lstsd.methods.settings.BankSettings`).
         bank_topk: k of the top-k format (per token: default 8).
         bank_device: ``None`` (banks beside the model; per-token banks in host memory) or ``"cpu"``
             (pinned host memory, the batch's rows copied to the model's device), for banks larger

@@ -152,8 +152,12 @@ class BankSettings:
     """The bank settings a method takes, validated once; :meth:`make` builds banks of them.
 
     Args:
-        bank_format: per sample ``"dense"`` (the default) or ``"topk"``; per token ``"topk"`` (the
-            default) or ``"sampled"`` (:mod:`lstsd.tokens`). ``None`` takes the default.
+        bank_format: per sample ``"dense"`` (the default) or ``"topk"``; per token ``"sampled"`` (the
+            default, ``"topk"`` when ``bank_topk`` is given) or ``"topk"`` (:mod:`lstsd.tokens`).
+            ``None`` takes the default. Per token, top-k spreads the leftover mass uniformly over
+            the vocabulary, which a small LM's teacher leaves large (half its mass on average in
+            ``docs/results.md``'s ``lm-quick`` run): a strong pull toward the uniform distribution.
+            The sampled format is an unbiased estimate of the teacher.
         bank_topk: k of the top-k format (per token: default 8).
         bank_dtype: storage dtype of the probabilities.
         bank_device: ``None`` (per sample: beside the model; per token: host memory) or ``"cpu"``
@@ -168,7 +172,9 @@ class BankSettings:
         >>> settings.make(1000, 100)
         TopKBank(num_samples=1000, num_classes=100, device=cpu, k=5, dtype=torch.float16)
         >>> BankSettings(per_token=True).hparams()
-        {'bank_dtype': 'float16', 'bank_format': 'topk', 'bank_topk': 8, 'per_token': True}
+        {'bank_dtype': 'float16', 'bank_format': 'sampled', 'bank_topk': None, 'bank_samples': 16, 'per_token': True}
+        >>> BankSettings(bank_topk=8, per_token=True).format
+        'topk'
     """
 
     def __init__(self, bank_format: str | None = None, bank_topk: int | None = None,
@@ -179,7 +185,7 @@ class BankSettings:
         self.per_token = per_token
         self.dtype = resolve_bank_dtype(bank_dtype)
         if per_token:
-            bank_format = bank_format or "topk"
+            bank_format = bank_format or ("topk" if bank_topk is not None else "sampled")
             if bank_format not in TOKEN_FORMATS:
                 raise ValueError(f"per-token banks take bank_format in {TOKEN_FORMATS}, got {bank_format!r}: a dense "
                                  "row over a vocabulary does not fit")

@@ -301,9 +301,10 @@ def teacher_table(records: list[RunRecord], epoch: int | None = None) -> str:
     The paper's thesis (Introduction) is that a teacher helps when it is good *and* different from
     the student: this table puts the two side by side (:mod:`lstsd.diagnostics`): each teacher's
     accuracy on the training samples it covers, KL(teacher ‖ student at T) and how often its argmax
-    disagrees with the student's. Training accuracy is measured on the fly (train mode, augmented
-    batches) and says how far each run fits, or overfits, its training set. ``""`` when no run
-    logged training accuracy.
+    disagrees with the student's; for sparse per-token teachers also the % of their probability
+    held by the stored tokens (``stored_mass``: the rest is a pull toward uniform). Training
+    accuracy is measured on the fly (train mode, augmented batches) and says how far each run
+    fits, or overfits, its training set. ``""`` when no run logged training accuracy.
 
     Example:
         >>> row = {"train_accuracy": 90.0, "teacher_short_quality": 88.0, "teacher_short_kl": 0.01,
@@ -317,21 +318,24 @@ def teacher_table(records: list[RunRecord], epoch: int | None = None) -> str:
     if not any(_last(r, "train_accuracy", epoch) is not None for r in records):
         return ""
     names = teacher_names(records)
+    sparse = {name for name in names if any(_last(r, f"teacher_{name}_stored_mass", epoch) is not None
+                                            for r in records)}
     groups: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
     for r in records:
         groups[(r.dataset, r.model, r.row)].append(r)
     several_datasets = len({dataset for dataset, _, _ in groups}) > 1
     head = ["Data set"] * several_datasets + ["Network", "Method", "train acc. (%)"]
-    head += [f"{name} teacher: acc. (%) / KL / disagree (%)" for name in names]
+    head += [f"{name} teacher: acc. (%) / KL / disagree (%)" + (" / stored mass (%)" if name in sparse else "")
+             for name in names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (dataset, model, row), runs in groups.items():
         cells = [dataset] * several_datasets + [model, row,
                                                  _mean_of([_last(r, "train_accuracy", epoch) for r in runs], ".1f")]
         for name in names:
-            parts = [[_last(r, f"teacher_{name}_{what}", epoch) for r in runs]
-                     for what in ("quality", "kl", "disagreement")]
+            what = ("quality", "kl", "disagreement") + (("stored_mass",) if name in sparse else ())
+            parts = [[_last(r, f"teacher_{name}_{w}", epoch) for r in runs] for w in what]
             cells.append("—" if all(v is None for v in parts[0]) else
-                         " / ".join(_mean_of(v, fmt) for v, fmt in zip(parts, (".1f", ".3f", ".1f"))))
+                         " / ".join(_mean_of(v, fmt) for v, fmt in zip(parts, (".1f", ".3f", ".1f", ".1f"))))
         lines.append("| " + " | ".join(cells) + " |")
     when = "the last epoch" if epoch is None else f"epoch {epoch}"
     return (f"The student and its teachers at {when} (mean over seeds): a teacher helps when it is "
