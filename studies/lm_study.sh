@@ -29,14 +29,16 @@ step() {
     weights-2)    compare lstsd-quarter,lstsd-rampup 2 ;;
     ls-12)        compare label_smoothing 1,2 ;;
     topk-12)      compare lstsd-topk 1,2 ;;
+    pretrained-01) compare lstsd-pretrained 0,1 ;;         # item 4: the pretrained long-term teacher (ours)
+    pretrained-2) compare lstsd-pretrained 2 ;;
     report)       "$LSTSD" report "$OUT" --against vanilla ;;
-    *) echo "unknown step $1 (steps: main-01 topk-ls-0 main-2 weights-0 weights-1 weights-2 ls-12 topk-12 report)" >&2
+    *) echo "unknown step $1 (steps: main-01 topk-ls-0 main-2 weights-0 weights-1 weights-2 ls-12 topk-12 pretrained-01 pretrained-2 report)" >&2
        exit 2 ;;
   esac
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(main-01 topk-ls-0 main-2 weights-0 weights-1 weights-2 ls-12 topk-12 report)
+[ ${#steps[@]} -gt 0 ] || steps=(main-01 topk-ls-0 main-2 weights-0 weights-1 weights-2 ls-12 topk-12 pretrained-01 pretrained-2 report)
 for s in "${steps[@]}"; do
   echo "== lm study: step $s ($(date -u +%H:%M))"
   step "$s"

@@ -154,3 +154,24 @@ def test_methods_that_cannot_take_per_token_logits_are_refused_when_the_trainer_
         LSTSDTrainer(model=classifier, args=arguments(tmp_path), train_dataset=add_index_column(
             [{"input_ids": torch.tensor([1, 2]), "labels": 0}]), method="lstsd",
             method_settings={"per_token": True, "bank_topk": 1})
+
+
+def test_the_pretrained_long_term_teacher_needs_its_pass_before_train_and_then_anchors_every_epoch(tmp_path: Path):
+    def build(out: Path) -> Any:
+        model = tiny_llama()
+        return LSTSDTrainer(model=model, args=arguments(out), train_dataset=add_index_column(rows()),
+                            data_collator=seq2seq(model), method="lstsd",
+                            method_settings={"generation_epochs": 1, "long_term_teacher": "pretrained"})
+    with pytest.raises(RuntimeError, match="call method.record_initial"):
+        build(tmp_path / "no-pass").train()
+    trainer = build(tmp_path / "pass")
+    trainer.model.eval()
+    with torch.no_grad():   # the pass before training, as the README says: the trainer's own batches
+        for batch in trainer.get_train_dataloader():
+            logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            trainer.method.record_initial(logits, batch["labels"], batch["idx"])
+    before = trainer.method.long_term_bank.values.clone()
+    trainer.train()
+    logs = [log for log in trainer.state.log_history if "lstsd/long" in log]
+    assert logs and all(log["lstsd/long"] >= 0 for log in logs) and logs[0]["lstsd/long"] > 0
+    assert torch.equal(trainer.method.long_term_bank.values, before)     # never rewritten

@@ -62,6 +62,17 @@ def test_train_writes_heldout_loss_perplexity_and_probe_per_epoch_and_per_token_
     assert bank.filled == trainer.task.data.train.supervised_tokens()
 
 
+def test_the_pretrained_long_term_teacher_is_recorded_over_every_answer_token_before_training(tmp_path, data):
+    from lstsd.harness.trainer import Trainer
+    cfg = load_config(None, ["method_args.long_term_teacher=pretrained"], base=lm_config(tmp_path, data, "run"))
+    trainer = Trainer(cfg, log=None)
+    results = trainer.fit()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["teacher_long_coverage"] == 100.0 and rows[0]["teacher_long_stored_mass"] == pytest.approx(100)
+    assert results["cost"]["initial_pass_seconds"] > 0
+    assert trainer.method.long_term_bank.filled == trainer.task.data.train.supervised_tokens()
+
+
 def test_an_interrupted_lm_run_resumes_bit_identical(tmp_path, data, monkeypatch):
     from lstsd.harness.checkpoint import load_checkpoint
     from lstsd.harness.trainer import Trainer
@@ -145,16 +156,18 @@ def test_smollm2_with_lora_trains_one_epoch_on_real_wordnet(tmp_path, monkeypatc
     assert results["cost"]["parameters"] > 134_000_000
 
 
-def test_lm_study_preset_has_its_six_arms_and_three_seeds():
+def test_lm_study_preset_has_its_seven_arms_and_three_seeds():
     preset = cli.load_preset("lm-study")
     arms = {arm.name: arm for arm in cli.preset_arms(preset)}
-    assert list(arms) == ["vanilla", "lstsd", "lstsd-quarter", "lstsd-rampup", "label_smoothing", "lstsd-topk"]
+    assert list(arms) == ["vanilla", "lstsd", "lstsd-quarter", "lstsd-rampup", "label_smoothing", "lstsd-topk",
+                          "lstsd-pretrained"]
     assert len(preset["seeds"]) >= 3 and preset["config"]["epochs"] == 6
     plan = cli.build_plan(preset, list(arms.values()), [0], Path("runs"), [], {})
     settings = {cfg.name: cfg.method_args for cfg in plan}
     assert settings["lstsd-seed0"] == {"generation_epochs": 1, "lambda_long": 2.4, "lambda_short": 4.0,
                                        "temperature": 1.0, "bank_format": "sampled"}
     assert settings["lstsd-topk-seed0"] == dict(settings["lstsd-seed0"], bank_format="topk", bank_topk=8)
+    assert settings["lstsd-pretrained-seed0"] == dict(settings["lstsd-seed0"], long_term_teacher="pretrained")
     quarter, rampup = settings["lstsd-quarter-seed0"], settings["lstsd-rampup-seed0"]
     assert (quarter["lambda_long"], quarter["lambda_short"], rampup["rampup_epochs"]) == (0.6, 1.0, 3)
     assert settings["label_smoothing-seed0"] == {"smoothing": 0.1}

@@ -145,6 +145,7 @@ class Trainer:
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
         self.before_training: dict[str, float] | None = None   # the task's own evaluation before any step
+        self.initial_pass_seconds: float | None = None          # the method's pass before training, if it needs one
         self._saved_epoch: int | None = None    # the last epoch whose checkpoint is known written
 
     # ------------------------------------------------------------------ checkpoints
@@ -155,7 +156,8 @@ class Trainer:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "method": self.method.state_dict(), "rng": self.procs.gather_objects(rng_state()),
-                "history": self.history, "before_training": self.before_training}
+                "history": self.history, "before_training": self.before_training,
+                "initial_pass_seconds": self.initial_pass_seconds}
 
     def save_checkpoint(self, epoch: int) -> Path:
         """Write the end-of-``epoch`` checkpoint (rank 0; every process must call it).
@@ -223,6 +225,7 @@ class Trainer:
         set_rng_state(state["rng"][self.procs.rank])
         self.history = list(state["history"])
         self.before_training = state.get("before_training")
+        self.initial_pass_seconds = state.get("initial_pass_seconds")
         return int(state["epoch"]) + 1
 
     # ------------------------------------------------------------------ loop
@@ -250,6 +253,8 @@ class Trainer:
             self.before_training = self._task_evaluation()
             self.log(f"[{self.cfg.name}] before training: "
                      + "  ".join(f"{k} {v:.4f}" for k, v in self.before_training.items()))
+        if not resume and self.method.needs_initial_pass:
+            self.initial_pass()
         progress = Progress(self.cfg.progress, epochs_reported=self.reports_epochs)
         epoch = self.start_epoch
         try:
@@ -307,6 +312,21 @@ class Trainer:
         later = "" if self.procs.main else " or a later one"
         return RunError(f"{what}; the checkpoint of epoch {self._saved_epoch + 1}{later} in {self.run_dir} is intact",
                         f"continue with: {self.resume_command()}")
+
+    @torch.no_grad()
+    def initial_pass(self) -> None:
+        """The pass over the training set a method makes before training (``needs_initial_pass``,
+        e.g. LSTSD's ``long_term_teacher="pretrained"``): the network in eval mode, epoch 0's batches."""
+        self.model.eval()
+        self.train_loader.set_epoch(0)
+        start = time.perf_counter()
+        for x, y, idx in self.train_loader:
+            with autocast(self.device, self.precision):
+                logits = self.network(x)
+            self.method.record_initial(logits, y, idx)
+        self.initial_pass_seconds = time.perf_counter() - start
+        self.log(f"[{self.cfg.name}] {self.method.name}: recorded the network's predictions before training "
+                 f"({self.initial_pass_seconds:.0f}s)")
 
     def train_epoch(self, epoch: int, progress: Progress) -> dict[str, Any]:
         cfg, model, method = self.cfg, self.model, self.method
@@ -453,7 +473,8 @@ class Trainer:
                      "extra_forward_passes": self.method.extra_forward_passes,
                      "parameters": sum(p.numel() for p in self.model.parameters()),
                      "device": str(self.device), "precision": self.precision,
-                     "processes": self.procs.world_size, "threads": torch.get_num_threads()},
+                     "processes": self.procs.world_size, "threads": torch.get_num_threads()}
+            | ({"initial_pass_seconds": self.initial_pass_seconds} if self.initial_pass_seconds is not None else {}),
             "data_source": getattr(self.task.data, "source", None),
             "teachers": teacher_summary(self.history),
         } | ({"before_training": self.before_training} if self.before_training is not None else {})

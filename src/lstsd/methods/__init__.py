@@ -143,7 +143,7 @@ def create_method(name: str, *, num_samples: int, num_classes: int, **hparams: A
         >>> method
         LSTSD(num_samples=50000, num_classes=100, generation_epochs=6, lambda_long=2.4, lambda_short=4.0,
               temperature=2.0, kl_direction='teacher_student', t2_scale=False, rampup_epochs=0, bank_dtype='float16',
-              bank_format='dense', bank_topk=None, record_targets='training_forward')
+              bank_format='dense', bank_topk=None, record_targets='training_forward', long_term_teacher='generations')
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(available_methods())}")

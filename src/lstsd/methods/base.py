@@ -29,6 +29,8 @@ class Method(nn.Module, abc.ABC):
     A trainer drives a method through these hooks, in this order::
 
         method.setup(model, epochs=E, steps_per_epoch=S)      # once, before training / resuming
+        for x, y, idx in loader:                              # only if method.needs_initial_pass,
+            method.record_initial(model(x), y, idx)           # eval mode, no gradient, not on resume
         scheduler = method.configure_lr_scheduler(opt, epochs=..., steps_per_epoch=...)
         for epoch in range(start, epochs):
             method.start_epoch(epoch)
@@ -66,6 +68,9 @@ class Method(nn.Module, abc.ABC):
                                labels (per-token targets; LSTSD, PS-KD, Temporal Ensembling with
                                ``per_token=True``)
     ``takes_per_token``        the method has a ``per_token`` setting that makes it accept sequences
+    ``needs_initial_pass``     before epoch 0 the caller runs the network over the training set once
+                               (eval mode, no gradient) and gives every batch to
+                               :meth:`record_initial` (LSTSD's pretrained long-term teacher)
     =========================  ===================================================================
 
     A method is an ``nn.Module`` (as timm's EMA models are): its banks, counters and teacher
@@ -94,6 +99,7 @@ class Method(nn.Module, abc.ABC):
     schedules_lr: bool = False
     accepts_sequences: bool = False
     takes_per_token: bool = False
+    needs_initial_pass: bool = False
     hparams_added: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -201,12 +207,46 @@ class Method(nn.Module, abc.ABC):
         self._weights = {name: float(weight) for name, (_, weight) in parts.items()}
         return loss
 
-    def _sequence_loss(self, epoch: int, logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None,
-                       model: nn.Module | None, inputs: Any, num_items_in_batch: Any) -> torch.Tensor:
-        """A causal LM's batch: the supervised positions (after the causal shift) become rows of a
-        ``n × V`` batch, their labels its targets and their token keys its indices
-        (:mod:`lstsd.tokens`); :meth:`compute_loss` runs on that; the result is normalised as the
-        model's own loss (the mean over the tokens, or their sum over ``num_items_in_batch``)."""
+    @torch.no_grad()
+    def record_initial(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> None:
+        """Record the network's predictions on one training batch *before* training, for a method
+        that declares ``needs_initial_pass`` (e.g. LSTSD with ``long_term_teacher="pretrained"``).
+
+        Call it for every batch of one pass over the training set (eval mode, no gradient), after
+        :meth:`setup` and before the first :meth:`start_epoch`; not when resuming (the checkpoint
+        holds what was recorded). Takes what :meth:`loss` takes: ``B × C`` logits, or a causal LM's
+        ``B × T × V`` logits and ``B × T`` labels, with the batch's sample indices.
+        """
+        if not self.needs_initial_pass:
+            raise RuntimeError(f"method {self.name!r} records nothing before training (needs_initial_pass is "
+                               "False): do not call record_initial()")
+        if self.epoch is not None or self.next_epoch != 0:
+            raise RuntimeError("record_initial() is for the pass before training: call it before the first "
+                               "start_epoch(0), and not when resuming (the method's state_dict holds what it recorded)")
+        if indices is None:
+            raise ValueError(f"method {self.name!r} keeps per-sample targets: call record_initial(logits, targets, "
+                             "indices) with indices from lstsd.IndexedDataset")
+        if logits.dim() == 3:
+            rows, _, keys = self._token_rows(logits, targets, indices)
+        else:
+            if self.accepts_sequences and getattr(self, "per_token", False):
+                raise ValueError(f"method {self.name!r} was built with per_token=True: pass a causal LM's B × T × V "
+                                 "logits and B × T labels")
+            rows, keys = logits, self._check_batch(logits, targets, indices)
+        assert keys is not None
+        self._record_initial(rows.detach(), keys)   # even with no rows: a collective under torch.distributed
+
+    def _record_initial(self, logits: torch.Tensor, indices: torch.Tensor) -> None:
+        """Store the checked rows of :meth:`record_initial` (``n × C`` logits, int64 indices or token
+        keys on their device); methods that declare ``needs_initial_pass`` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} declares needs_initial_pass but does not implement "
+                                  "_record_initial")
+
+    def _token_rows(self, logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None,
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """A causal LM's batch as rows: the supervised positions (after the causal shift) of the
+        ``B × T × V`` logits as an ``n × V`` batch, their labels, and their token keys
+        (:mod:`lstsd.tokens`; ``None`` without indices), after the checks and the token counts."""
         if not self.accepts_sequences:
             fix = ("build it with per_token=True" if hasattr(self, "bank_settings") else
                    "it has no per-token form; use lstsd, lstsd_wo_long, lstsd_wo_short, ps_kd, temporal_ensembling, "
@@ -227,6 +267,14 @@ class Method(nn.Module, abc.ABC):
             for bank in self.modules():
                 if isinstance(bank, TokenBank):
                     bank.check_counts(indices, counts)
+        return rows, token_targets, keys
+
+    def _sequence_loss(self, epoch: int, logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None,
+                       model: nn.Module | None, inputs: Any, num_items_in_batch: Any) -> torch.Tensor:
+        """A causal LM's batch (:meth:`_token_rows`): :meth:`compute_loss` runs on its supervised
+        rows; the result is normalised as the model's own loss (the mean over the tokens, or their
+        sum over ``num_items_in_batch``)."""
+        rows, token_targets, keys = self._token_rows(logits, labels, indices)
         if rows.shape[0] == 0:                                       # no supervised token in this batch
             zero = logits.sum() * 0.0
             return self._keep(zero, {"ce": (zero, 1.0)})

@@ -84,6 +84,7 @@ def lstsd_loss(logits: torch.Tensor, targets: torch.Tensor, *,
 
 
 RECORD_TARGETS = ("training_forward", "after_update_train", "after_update_eval")
+LONG_TERM_TEACHERS = ("generations", "pretrained")
 
 
 @torch.no_grad()
@@ -146,6 +147,16 @@ class LongShortSettings:
         distilled = epoch - self.generations.length   # k
         return 0.0 if distilled < 0 else gaussian_rampup(distilled, self.rampup_epochs)
 
+    def term_scales(self, epoch: int) -> tuple[float, float]:
+        """The factors on λ^L and λ^S in ``epoch``: both :meth:`weight_scale` (Algorithm 1)."""
+        scale = self.weight_scale(epoch)
+        return scale, scale
+
+    def long_term_age(self, epoch: int) -> float:
+        """How old the long-term teacher is in ``epoch``: as old as the last epoch of the previous
+        mini-generation (1 to E epochs)."""
+        return float(epoch - (self.generations.index(epoch) * self.generations.length - 1))
+
     def _long_short_hparams(self) -> dict[str, Any]:
         return {"generation_epochs": self.generations.length, "lambda_long": self.lambda_long,
                 "lambda_short": self.lambda_short, **self.distillation.hparams(), "rampup_epochs": self.rampup_epochs}
@@ -153,9 +164,9 @@ class LongShortSettings:
     def _monitor(self, epoch: int, logits: torch.Tensor, targets: torch.Tensor,
                  long_term: tuple[torch.Tensor | SparseTargets | None, torch.Tensor | None],
                  short_term: tuple[torch.Tensor | SparseTargets | None, torch.Tensor | None]) -> None:
-        """Teacher diagnostics: the long-term teacher is as old as the last epoch of the previous
-        mini-generation (1 to E epochs), the short-term one an epoch old."""
-        long_age = epoch - (self.generations.index(epoch) * self.generations.length - 1)
+        """Teacher diagnostics: the long-term teacher is :meth:`long_term_age` epochs old, the
+        short-term one an epoch old."""
+        long_age = self.long_term_age(epoch)
         teachers = {name: (teacher, mask, age) for name, (teacher, mask), age, weight in (
             ("long", long_term, long_age, self.lambda_long), ("short", short_term, 1, self.lambda_short)) if weight > 0}
         self.teacher_monitor.record_many(teachers, logits, targets, temperature=self.distillation.temperature)
@@ -165,10 +176,10 @@ class LongShortSettings:
                          short_term: tuple[torch.Tensor | SparseTargets | None, torch.Tensor | None],
                          ) -> tuple[torch.Tensor, LossParts]:
         """Eq. (1) with these settings; ``(targets, mask)`` per teacher. Returns the loss and its
-        weighted parts (the weights are λ times :meth:`weight_scale`: 0 in the first mini-generation)."""
+        weighted parts (the weights are λ times :meth:`term_scales`: 0 in the first mini-generation)."""
         d = self.distillation
-        scale = self.weight_scale(epoch)
-        lambda_long, lambda_short = self.lambda_long * scale, self.lambda_short * scale
+        long_scale, short_scale = self.term_scales(epoch)
+        lambda_long, lambda_short = self.lambda_long * long_scale, self.lambda_short * short_scale
         loss, parts = lstsd_loss(logits, targets, long_term_targets=long_term[0], long_term_mask=long_term[1],
                                  short_term_targets=short_term[0], short_term_mask=short_term[1],
                                  lambda_long=lambda_long, lambda_short=lambda_short,
@@ -220,6 +231,14 @@ class LSTSD(LongShortSettings, Method):
             ``loss`` then takes ``B × T × V`` logits, ``B × T`` labels (-100 where there is no
             loss, shifted as Hugging Face's causal-LM loss does) and ``B`` example indices;
             ``num_classes`` is the vocabulary size (:mod:`lstsd.tokens`, :mod:`lstsd.sparse`).
+        long_term_teacher: ``"generations"`` (the default, Algorithm 1: z^L is the prediction of the
+            last epoch of the previous mini-generation) or ``"pretrained"`` (not in the paper: ours,
+            an anchor against forgetting when fine-tuning a pretrained network): z^L holds the
+            network's predictions *before* training, recorded in one extra pass over the training set
+            (:meth:`~lstsd.methods.base.Method.record_initial`, eval mode; the harness makes it) and
+            never rewritten; its term is on at λ^L from the first epoch (the student starts equal to
+            it), the short-term one from the second mini-generation as in the paper (ramped in with
+            ``rampup_epochs``). Needs ``lambda_long > 0``.
         device: initial device of the banks; they follow the logits' device on the first
             :meth:`loss` call, so they always live beside the model (unless ``bank_device="cpu"``).
         validate: check every batch (shapes, dtypes, index range, repeats). One sync per step on
@@ -256,6 +275,8 @@ class LSTSD(LongShortSettings, Method):
     needs_indices = True
     keeps_per_sample_state = True
     takes_per_token = True
+    # Checkpoints written before the pretrained long-term teacher existed were made without it.
+    hparams_added: ClassVar[dict[str, Any]] = {**LongShortSettings.hparams_added, "long_term_teacher": "generations"}
 
     def __init__(self, num_samples: int, num_classes: int, generation_epochs: int = 6,
                  lambda_long: float = 2.4, lambda_short: float = 4.0, temperature: float = 2.0,
@@ -264,10 +285,18 @@ class LSTSD(LongShortSettings, Method):
                  bank_topk: int | None = None, bank_device: str | None = None,
                  record_targets: str = "training_forward", rampup_epochs: int = 0,
                  per_token: bool = False, bank_samples: int | None = None,
+                 long_term_teacher: str = "generations",
                  device: torch.device | str | None = None, validate: bool = True) -> None:
         super().__init__(num_samples, num_classes, validate=validate)
         self._set_long_short(generation_epochs, lambda_long, lambda_short, temperature, kl_direction, t2_scale,
                              rampup_epochs)
+        if long_term_teacher not in LONG_TERM_TEACHERS:
+            raise ValueError(f"long_term_teacher must be one of {LONG_TERM_TEACHERS}, got {long_term_teacher!r}")
+        if long_term_teacher == "pretrained" and self.lambda_long == 0:
+            raise ValueError("long_term_teacher='pretrained' needs lambda_long > 0: with 0 no long-term teacher is "
+                             "kept")
+        self.long_term_teacher = long_term_teacher
+        self.needs_initial_pass = long_term_teacher == "pretrained"
         if record_targets not in RECORD_TARGETS:
             raise ValueError(f"record_targets must be one of {RECORD_TARGETS}, got {record_targets!r}")
         self.record_targets = record_targets
@@ -299,9 +328,10 @@ class LSTSD(LongShortSettings, Method):
         sample indices (the same index every epoch for the same sample).
         """
         assert indices is not None   # needs_indices: Method.loss refuses a batch without them
-        if self.generations.index(epoch) > 0:                    # line 6: m > 1
+        distilling = self.generations.index(epoch) > 0           # line 6: m > 1
+        if distilling or self.needs_initial_pass:                # (or the pretrained z^L from the start)
             long_term = self._read(self.long_term_bank, indices)    # z^L_i, line 7
-            short_term = self._read(self.short_term_bank, indices)  # z^S_i, line 8
+            short_term = self._read(self.short_term_bank if distilling else None, indices)  # z^S_i, line 8
             loss, parts = self._long_short_loss(epoch, logits, targets, long_term, short_term)  # line 9
             self._monitor(epoch, logits, targets, long_term, short_term)
         else:                                                    # line 11: first mini-generation
@@ -323,8 +353,9 @@ class LSTSD(LongShortSettings, Method):
             self._record(epoch, indices, logits)
 
     def _record(self, epoch: int, indices: torch.Tensor, logits: torch.Tensor) -> None:
+        long_term_writes = self.generations.is_last_epoch(epoch) and not self.needs_initial_pass
         banks = [bank for bank, writes in ((self.short_term_bank, True),                        # line 14
-                                           (self.long_term_bank, self.generations.is_last_epoch(epoch)))  # 15-16
+                                           (self.long_term_bank, long_term_writes))             # lines 15-16
                  if bank is not None and writes]
         if banks:   # every rank's rows, once each, under torch.distributed; this batch's otherwise
             written, rows = self.row_exchange(indices, *banks[0].encode_logits(logits, self.distillation.temperature),
@@ -332,6 +363,41 @@ class LSTSD(LongShortSettings, Method):
             finite = finite_rows(*rows) if len(banks) > 1 else None   # the same rows go to both banks
             for bank in banks:
                 bank.store(written, *rows, finite=finite)
+
+    # ------------------------------------------------------------ the pretrained long-term teacher (ours)
+    def _record_initial(self, logits: torch.Tensor, indices: torch.Tensor) -> None:
+        """z^L_i ← softmax(f(x_i; θ_0) / T) before training (``long_term_teacher="pretrained"``)."""
+        bank = self.long_term_bank
+        assert bank is not None   # lambda_long > 0, checked in __init__
+        written, rows = self.row_exchange(indices, *bank.encode_logits(logits, self.distillation.temperature),
+                                          growable=self.per_token)
+        bank.store(written, *rows)
+
+    def start_epoch(self, epoch: int, *, resume_fix: str | None = None) -> None:
+        if epoch == 0 and self.next_epoch == 0 and self.needs_initial_pass:
+            assert self.long_term_bank is not None
+            if not bool(self.long_term_bank.recorded.any()):
+                raise RuntimeError("long_term_teacher='pretrained' distils from the network's predictions before "
+                                   "training: call method.record_initial(model(x), y, idx) for every training batch "
+                                   "(eval mode, no gradient) before start_epoch(0)")
+        super().start_epoch(epoch, resume_fix=resume_fix)
+
+    def term_scales(self, epoch: int) -> tuple[float, float]:
+        """The factors on λ^L and λ^S; with the pretrained long-term teacher λ^L is whole from the
+        first epoch and only the short-term term follows :meth:`weight_scale`.
+
+        Example:
+            >>> m = LSTSD(10, 3, generation_epochs=1, long_term_teacher="pretrained")
+            >>> m.term_scales(0), m.term_scales(1)
+            ((1.0, 0.0), (1.0, 1.0))
+        """
+        scale = self.weight_scale(epoch)
+        return (1.0 if self.needs_initial_pass else scale), scale
+
+    def long_term_age(self, epoch: int) -> float:
+        """Epochs since the long-term teacher was recorded; the pretrained one is older by an epoch
+        each epoch (1 in the first, as if recorded in an epoch before it)."""
+        return float(epoch + 1) if self.needs_initial_pass else super().long_term_age(epoch)
 
     def end_epoch(self, model: nn.Module | None = None) -> None:
         if self._pending:
@@ -346,4 +412,4 @@ class LSTSD(LongShortSettings, Method):
 
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), **self._long_short_hparams(), **self.bank_settings.hparams(),
-                "record_targets": self.record_targets}
+                "record_targets": self.record_targets, "long_term_teacher": self.long_term_teacher}
