@@ -70,3 +70,30 @@ def test_two_processes_train_checkpoint_and_resume_exactly(tmp_path: Path):
     done = torchrun(cfg, "--resume", processes=1)
     assert done.returncode != 0
     assert "written by 2 process(es)" in done.stderr and "--nproc_per_node=2" in done.stderr
+
+
+def test_the_language_model_task_trains_under_two_processes_with_the_pretrained_pass(tmp_path: Path, monkeypatch):
+    # The text-generation task (tiny random Llama, fake WordNet and probe sentences) under torchrun:
+    # per-token banks exchanged between the ranks, the pass before training included.
+    pytest.importorskip("transformers")
+    from fakedata import write_vader, write_wordnet
+    write_vader(tmp_path / "vader")
+    config = tmp_path / "lm.yaml"
+    config.write_text(yaml.safe_dump({
+        "dataset": "wordnet_definitions", "data_dir": str(tmp_path / "vader"), "run_dir": str(tmp_path / "lm"),
+        "data_args": {"train_size": 12, "heldout_size": 6, "max_words": 12, "probe_size": 4,
+                      "probe_subset": "movies"},
+        "model": "tiny-llama", "method": "lstsd",
+        "method_args": {"generation_epochs": 1, "temperature": 1.0, "long_term_teacher": "pretrained"},
+        "epochs": 2, "batch_size": 2, "eval_batch_size": 4, "optimizer": "adamw", "lr": 0.01, "weight_decay": 0.0,
+        "lr_gamma": 1.0, "augment": False, "progress": "none", "precision": "fp32", "device": "cpu"}))
+    monkeypatch.setenv("LSTSD_WORDNET", str(write_wordnet(tmp_path / "wordnet")))
+    monkeypatch.setenv("LSTSD_CACHE", str(tmp_path / "cache"))
+    done = torchrun(config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [yaml.safe_load(line) for line in (tmp_path / "lm" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and rows[0]["teacher_long_coverage"] == 100.0 and rows[1]["teacher_short_coverage"] == 100.0
+    final = load_checkpoint(tmp_path / "lm" / "checkpoint.pt")
+    assert final["world_size"] == 2 and final["initial_pass_seconds"] > 0
+    counts = final["method"]["long_term_bank.counts"]
+    assert bool((counts > 0).all())          # every example's answer tokens, from both ranks
