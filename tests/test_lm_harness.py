@@ -73,6 +73,19 @@ def test_the_pretrained_long_term_teacher_is_recorded_over_every_answer_token_be
     assert trainer.method.long_term_bank.filled == trainer.task.data.train.supervised_tokens()
 
 
+@pytest.mark.parametrize("bank,warned", [({"bank_topk": 1}, True), ({"bank_format": "sampled"}, False)])
+def test_a_run_warns_once_when_top_k_targets_hold_little_of_the_teacher(tmp_path, data, bank, warned):
+    from lstsd.harness.trainer import Trainer
+    lines: list[str] = []
+    cfg = load_config(None, [f"method_args.{k}={v}" for k, v in bank.items()],
+                      base=lm_config(tmp_path, data, "run", epochs=3))
+    Trainer(cfg, log=lines.append).fit()
+    warnings = [line for line in lines if "stored tokens hold" in line]
+    assert len(warnings) == (1 if warned else 0)   # once a run, not once an epoch
+    if warned:
+        assert "pulls the student toward uniform" in warnings[0] and "bank_format=sampled" in warnings[0]
+
+
 def test_an_interrupted_lm_run_resumes_bit_identical(tmp_path, data, monkeypatch):
     from lstsd.harness.checkpoint import load_checkpoint
     from lstsd.harness.trainer import Trainer

@@ -68,6 +68,10 @@ from .text.sequences import SequenceLoader, SequenceSplits, token_hits
 # Progress and autocast lived here: tests and benchmarks still import them from this module.
 __all__ = ["Progress", "Trainer", "autocast", "teacher_summary"]
 
+# A sparse per-token teacher whose stored tokens hold less of its probability than this (%) is
+# mostly a pull toward the uniform distribution: the run says so (Trainer._warn_on_stored_mass).
+LOW_STORED_MASS = 80.0
+
 
 class Trainer:
     """Train ``cfg.method`` on ``cfg.dataset`` with ``cfg.model``; evaluate every epoch.
@@ -146,6 +150,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.before_training: dict[str, float] | None = None   # the task's own evaluation before any step
         self.initial_pass_seconds: float | None = None          # the method's pass before training, if it needs one
+        self._warned_stored_mass = False
         self._saved_epoch: int | None = None    # the last epoch whose checkpoint is known written
 
     # ------------------------------------------------------------------ checkpoints
@@ -375,6 +380,7 @@ class Trainer:
             for buffer in model.buffers():
                 torch.distributed.broadcast(buffer, 0)
         teachers = method.teacher_diagnostics(self.procs.sum if self.procs.distributed else None)
+        self._warn_on_stored_mass(teachers)
         # Each loss part's weight at the epoch's last step (constant within an epoch; the same on every
         # process), read before end_epoch moves the method on: the report weights the parts with it.
         weights = {name: float(value) for name, value in method.loss_weights().items()}
@@ -398,6 +404,21 @@ class Trainer:
         row.update({f"weight_{k}": v for k, v in weights.items()})   # total = Σ weight_k × loss_k
         row.update({f"teacher_{k}": v for k, v in teachers.items()})   # lstsd.diagnostics, per teacher
         return row
+
+    def _warn_on_stored_mass(self, teachers: dict[str, float]) -> None:
+        """Once a run: say so when a sparse teacher's stored tokens hold less than
+        :data:`LOW_STORED_MASS` % of its probability (top-k per token: the rest, spread uniformly over
+        the vocabulary, pulls the student toward uniform; ``docs/results.md``, language models)."""
+        low = [(k.removesuffix("_stored_mass"), v) for k, v in teachers.items()
+               if k.endswith("_stored_mass") and v < LOW_STORED_MASS]
+        if low and not self._warned_stored_mass:
+            self._warned_stored_mass = True
+            name, mass = low[0]
+            fix = ("method_args.bank_format=sampled stores an unbiased estimate of the teacher instead"
+                   if hasattr(self.method, "bank_settings") else "a larger method_args.bank_topk keeps more of it")
+            self.log(f"[{self.cfg.name}] warning: the {name} teacher's stored tokens hold {mass:.0f}% of its "
+                     "probability; the rest, spread uniformly over the vocabulary, pulls the student toward uniform "
+                     f"({fix})")
 
     @torch.no_grad()
     def predict(self, split: TensorSplit) -> dict[str, torch.Tensor]:
