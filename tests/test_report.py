@@ -126,3 +126,27 @@ def test_methods_with_their_own_settings_make_no_note_that_rows_differ():
     assert differences_between_rows(runs) == []
     runs[1].config["lr"] = 0.05
     assert differences_between_rows(runs) == ["lr"]
+
+
+def test_runs_evaluated_before_training_get_per_epoch_best_epoch_and_probe_tables():
+    from pathlib import Path
+
+    from lstsd.harness.report.tables import epoch_tables
+    from lstsd.harness.rundir import RunRecord
+
+    def run(method: str, seed: int, losses: list[float], probes: list[float]) -> RunRecord:
+        rows = [{"epoch": e, "test_loss": loss, "probe_loss": probe}
+                for e, (loss, probe) in enumerate(zip(losses, probes))]
+        return RunRecord(Path("."), method, "lm", "words", seed, {"test_loss": losses[-1], "probe_loss": probes[-1]},
+                         rows, {}, metrics=["loss"], before={"test_loss": 4.5, "probe_loss": 4.8})
+    runs = [run("vanilla", 0, [2.8, 2.9, 3.1], [4.6, 4.7, 4.9]), run("vanilla", 1, [2.7, 3.0, 3.2], [4.6, 4.8, 5.0]),
+            run("lstsd", 0, [2.8, 2.7, 2.9], [4.6, 4.6, 4.7]), run("lstsd", 1, [2.7, 2.75, 3.0], [4.6, 4.7, 4.8])]
+    curve, probe, at_best, probe_paired = epoch_tables(runs, against="vanilla")
+    assert "| lm | vanilla | 4.500 | **2.750** | 2.950 | 3.150 | 2.750 (1, 1) |" in curve
+    assert "| lm | lstsd | 4.500 | 2.750 | **2.725** | 2.950 | 2.700 (2, 1) |" in curve
+    assert "| lm | lstsd | 4.800 | 4.600 | 4.650 | 4.750 |" in probe and "best" not in probe.splitlines()[2]
+    assert at_best.startswith("At each run's best epoch") and "| lm | lstsd | -0.050 ± 0.071 | 1 / 1 / 0 |" in at_best
+    assert probe_paired.startswith("The forgetting probe at the final epoch")
+    assert "| lm | lstsd | -0.200 ± 0.000 | 2 / 0 / 0 |" in probe_paired
+    assert epoch_tables([RunRecord(Path("."), "vanilla", "resnet", "digits", 0, {"test_accuracy": 90.0},
+                                   [{"epoch": 0, "test_accuracy": 90.0}], {})]) == []

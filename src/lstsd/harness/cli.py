@@ -58,7 +58,16 @@ from .config import (
 from .ddp import first_to_report
 from .errors import ConfigError, ConfigNotFoundError, HarnessError, OutputError, ReportError, is_disk_full, one_line
 from .registry import available_datasets, available_models, dataset_entry, model_kind
-from .report import collect, cost_table, find_runs, paired_table, results_table, teacher_table, write_plots
+from .report import (
+    collect,
+    cost_table,
+    epoch_tables,
+    find_runs,
+    paired_table,
+    results_table,
+    teacher_table,
+    write_plots,
+)
 from .rundir import CHECKPOINT, CONFIG, METRICS, RESULTS, absolute, is_finished, resume_command
 from .runtime import Interrupted, hold_signals, resolve_device, same_precision, stop_on_signals
 from .text.generation import create_sequence_method
@@ -616,8 +625,8 @@ def _tables_and_plots_of(records: list, plots_dir: Path, methods: list[str] | No
     plots = write_plots(records, plots_dir, notes=notes)
     for message in notes:
         (note or _on_stderr("lstsd: note: "))(message)
-    tables = [results_table(records, methods=methods), paired, teacher_table(records, teachers_epoch),
-              cost_table(records, against)]
+    tables = [results_table(records, methods=methods), paired, *epoch_tables(records, against),
+              teacher_table(records, teachers_epoch), cost_table(records, against)]
     return "\n\n".join([t for t in tables if t] + ["Plots:\n" + "\n".join(f"  {p}" for p in plots)])
 
 

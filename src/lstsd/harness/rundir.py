@@ -133,6 +133,7 @@ class RunRecord:
     config: dict[str, Any] = field(default_factory=dict)
     label: str = ""
     data_source: dict[str, Any] = field(default_factory=dict)
+    before: dict[str, float] = field(default_factory=dict)   # the task's evaluation before training (LMs)
 
     @property
     def row(self) -> str:
@@ -204,4 +205,5 @@ def read_run(run_dir: str | os.PathLike) -> RunRecord:
     return RunRecord(run_dir=run, method=results["method"], model=results["model"], dataset=results["dataset"],
                      seed=results["seed"], final=results["final"], rows=read_metrics(run), cost=results["cost"],
                      metrics=list(results.get("metrics", ["accuracy"])), config=read_config(run),
-                     data_source=dict(results.get("data_source") or {}))
+                     data_source=dict(results.get("data_source") or {}),
+                     before=dict(results.get("before_training") or {}))

@@ -42,6 +42,7 @@ from .tables import (
     LAYOUTS,
     choose_layout,
     cost_table,
+    epoch_tables,
     paired_table,
     results_table,
     teacher_names,
@@ -50,7 +51,8 @@ from .tables import (
 )
 
 __all__ = ["CHECKPOINT", "CONFIG", "IGNORED_KEYS", "LAYOUTS", "METRICS", "RESULTS", "RUN_FILES", "ReportError",
-           "RunRecord", "choose_layout", "collect", "cost_table", "differing_settings", "find_runs", "group_runs",
+           "RunRecord", "choose_layout", "collect", "cost_table", "differing_settings", "epoch_tables", "find_runs",
+           "group_runs",
            "logged_weights", "matching_row", "paired_table", "read_run", "results_table", "resume_hint",
            "run_settings", "teacher_names", "teacher_table", "variants_vs_lstsd", "write_plots",
            "write_teacher_plot"]

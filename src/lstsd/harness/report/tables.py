@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path  # noqa: F401 - the examples build RunRecords
 from typing import Any
 
@@ -28,8 +29,8 @@ from ..registry import is_text_dataset
 from ..rundir import RunRecord
 from .grouping import differences_between_rows, matching_row
 
-__all__ = ["LAYOUTS", "choose_layout", "cost_table", "paired_table", "results_table", "teacher_names",
-           "teacher_table", "variants_vs_lstsd"]
+__all__ = ["LAYOUTS", "choose_layout", "cost_table", "epoch_tables", "paired_table", "results_table",
+           "teacher_names", "teacher_table", "variants_vs_lstsd"]
 
 LAYOUTS = ("methods_by_network", "network_methods_by_dataset")
 
@@ -279,6 +280,73 @@ def paired_table(records: list[RunRecord], against: str, split: str = "test") ->
             f"({units}same seed = same initial weights and batches); paired t = mean / (std / √n), with n − 1 "
             f"degrees of freedom (|t| > 4.30 is significant at 5% for n = 3, > 2.78 for n = 5), and its two-sided p "
             f"(not corrected for the number of rows compared)\n\n" + "\n".join(lines))
+
+
+def epoch_tables(records: list[RunRecord], against: str | None = None) -> list[str]:
+    """For runs evaluated before training (the language-model task): the held-out loss and the
+    forgetting probe per epoch, mean over seeds, from before training to the last epoch, with each
+    run's best epoch; with ``against``, the paired differences at each run's best epoch and of the
+    probe at the last epoch (:func:`paired_table`). ``[]`` for other runs.
+
+    The best epoch is chosen on the same held-out set it is reported on: an optimistic figure, shown
+    because it says whether a method only delays its best or reaches a better one; the final epoch
+    stays the headline.
+
+    Example:
+        >>> curve = [{"epoch": 0, "test_loss": 2.8, "probe_loss": 4.6},
+        ...          {"epoch": 1, "test_loss": 3.0, "probe_loss": 4.7}]
+        >>> run = RunRecord(Path("."), "vanilla", "lm", "words", 0, {"test_loss": 3.0}, curve, {}, metrics=["loss"],
+        ...                 before={"test_loss": 4.5, "probe_loss": 4.8})
+        >>> print(epoch_tables([run])[0].splitlines()[-1])
+        | lm | vanilla | 4.500 | **2.800** | 3.000 | 2.800 (1) |
+    """
+    curves = [r for r in records if r.before and any(f"test_{r.metrics[0]}" in row for row in r.rows)]
+    if not curves:
+        return []
+    epochs = sorted({int(row["epoch"]) for r in curves for row in r.rows if "epoch" in row})
+    metric = curves[0].metrics[0]
+    out = []
+    for key, what in ((f"test_{metric}", f"held-out {metric_label(metric)}"),
+                      ("probe_loss", "forgetting probe: loss on text not fine-tuned on (per token, lower is better)")):
+        if not any(key in r.before for r in curves):
+            continue
+        groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+        for r in curves:
+            groups[(r.model, r.row)].append(r)
+        head = ["Network", "Method", "before"] + [str(e + 1) for e in epochs] + (["best (epochs)"] if "test" in key
+                                                                                 else [])
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for (model, row), runs in groups.items():
+            means = [_mean_of([_last(r, key, e + 1) for r in runs], ".3f") for e in epochs]
+            best_epoch = min(range(len(epochs)), key=lambda k: float(means[k]) if means[k] != "—" else math.inf)
+            if "test" in key:
+                means[best_epoch] = f"**{means[best_epoch]}**"
+            cells = [model, row, _mean_of([r.before.get(key) for r in runs], ".3f"), *means]
+            if "test" in key:
+                bests = [_best(r, key) for r in runs]
+                cells.append(_mean_of([b[1] for b in bests if b], ".3f")
+                             + f" ({', '.join(str(b[0] + 1) for b in bests if b)})")
+            lines.append("| " + " | ".join(cells) + " |")
+        n = sorted({len(runs) for runs in groups.values()})
+        seeds = f"n = {n[0]} seed{'s' * (n[0] != 1)}" if len(n) == 1 else f"n = {n[0]}–{n[-1]} seeds"
+        best = ("; bold: the best epoch of the mean; best (epochs): each seed's lowest epoch, mean and epochs, "
+                "chosen on this same held-out set (optimistic)" if "test" in key else "")
+        out.append(f"The {what}, per epoch (mean over seeds, {seeds}; before: the pretrained model){best}\n\n"
+                   + "\n".join(lines))
+    if against is not None:
+        at_best = [replace(r, final={**r.final, f"test_{metric}": b[1]})
+                   for r in curves if (b := _best(r, f"test_{metric}"))]
+        out.append("At each run's best epoch (chosen on the held-out set itself: optimistic). "
+                   + paired_table(at_best, against))
+        if all("probe_loss" in r.final for r in curves):
+            out.append("The forgetting probe at the final epoch. " + paired_table(curves, against, split="probe"))
+    return out
+
+
+def _best(record: RunRecord, key: str) -> tuple[int, float] | None:
+    """``(epoch, value)`` of the lowest ``key`` over the epochs of ``record`` (0-based epoch)."""
+    values = [(int(row["epoch"]), float(row[key])) for row in record.rows if key in row]
+    return min(values, key=lambda ev: ev[1]) if values else None
 
 
 def _last(record: RunRecord, key: str, epoch: int | None = None) -> float | None:
