@@ -88,7 +88,7 @@ def methods(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "vanilla (method)": distilling(Vanilla(args.batch, args.vocab)),
         "lstsd, top-8 banks": distilling(LSTSD(args.batch, args.vocab, per_token=True, generation_epochs=1,
-                                               temperature=1.0, validate=False)),
+                                               temperature=1.0, bank_format="topk", bank_topk=8, validate=False)),
         "lstsd, sampled-16 banks": distilling(LSTSD(args.batch, args.vocab, per_token=True, generation_epochs=1,
                                                     temperature=1.0, bank_format="sampled", bank_samples=16,
                                                     validate=False)),
@@ -182,10 +182,16 @@ def model_step(args: argparse.Namespace, device: torch.device) -> None:
     idx = torch.arange(args.batch, device=device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-5)
     vocab = model.get_output_embeddings().weight.shape[0]
-    lstsd = LSTSD(args.batch, vocab, per_token=True, generation_epochs=1, temperature=1.0, validate=False)
-    lstsd.start_epoch(0)
+    formats = {"lstsd, top-8 banks in host memory": {"bank_format": "topk", "bank_topk": 8},
+               "lstsd, sampled-16 banks in host memory (the default)": {"bank_format": "sampled", "bank_samples": 16}}
+    distilling = {}
     with torch.no_grad():
-        into_distilling_epoch(lstsd, model(input_ids=ids).logits, labels, idx)
+        logits = model(input_ids=ids).logits
+    for name, bank in formats.items():
+        distilling[name] = LSTSD(args.batch, vocab, per_token=True, generation_epochs=1, temperature=1.0,
+                                 validate=False, **bank)
+        distilling[name].start_epoch(0)
+        into_distilling_epoch(distilling[name], logits, labels, idx)
 
     def step(method: Any | None) -> Callable[[], None]:
         def run() -> None:
@@ -196,8 +202,8 @@ def model_step(args: argparse.Namespace, device: torch.device) -> None:
             opt.zero_grad(set_to_none=True)
         return run
 
-    ms = time_blocks({"vanilla (the model's own loss)": step(None), "lstsd, top-8 banks in host memory": step(lstsd)},
-                     args.blocks, args.steps, device)
+    ms = time_blocks({"vanilla (the model's own loss)": step(None),
+                      **{name: step(method) for name, method in distilling.items()}}, args.blocks, args.steps, device)
     base = next(iter(ms.values()))
     weights = ", random weights" if args.model == "smollm2-random" else ""
     print(f"\nA SmolLM2-135M{weights} training step (forward, backward, SGD), batch {args.batch} × {args.tokens} "
