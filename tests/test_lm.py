@@ -222,3 +222,13 @@ def test_per_token_temporal_ensembling_with_k_equal_to_v_is_the_dense_bias_corre
     theirs, _ = dense.targets(flat[positions])
     assert torch.allclose(mine.to_dense(), theirs, atol=1e-5)
     assert per_token.counts.tolist() == [3] * N
+
+
+@pytest.mark.parametrize("bank_format,size", [("sampled", "bank_samples"), ("topk", "bank_topk")])
+def test_default_bank_sizes_fit_a_vocabulary_smaller_than_them_and_given_ones_are_checked(bank_format, size):
+    small = create_method("lstsd", num_samples=2, num_classes=5, per_token=True, bank_format=bank_format)
+    assert small.hparams()[size] == 5 and small.short_term_bank.k == 5       # 16 draws / top-8 > 5 tokens
+    large = create_method("lstsd", num_samples=2, num_classes=100, per_token=True, bank_format=bank_format)
+    assert large.hparams()[size] == (16 if bank_format == "sampled" else 8)
+    with pytest.raises(ValueError, match=f"{size} must be an int in \\[1, vocabulary size 5\\], got 6"):
+        create_method("lstsd", num_samples=2, num_classes=5, per_token=True, bank_format=bank_format, **{size: 6})

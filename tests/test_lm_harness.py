@@ -83,7 +83,17 @@ def test_a_run_warns_once_when_top_k_targets_hold_little_of_the_teacher(tmp_path
     warnings = [line for line in lines if "stored tokens hold" in line]
     assert len(warnings) == (1 if warned else 0)   # once a run, not once an epoch
     if warned:
+        assert warnings[0].startswith("warning: [run] the long teacher's stored tokens hold")
         assert "pulls the student toward uniform" in warnings[0] and "bank_format=sampled" in warnings[0]
+
+
+def test_a_quiet_run_s_warnings_go_to_stderr(tmp_path, data, capsys):
+    # The runs of compare --jobs N log nothing: their warnings must still be seen.
+    from lstsd.harness.trainer import Trainer
+    cfg = load_config(None, ["method_args.bank_topk=1"], base=lm_config(tmp_path, data, "run"))
+    Trainer(cfg, log=None).fit()
+    err = capsys.readouterr().err
+    assert err.count("lstsd: warning: [run] the long teacher's stored tokens hold") == 1
 
 
 def test_an_interrupted_lm_run_resumes_bit_identical(tmp_path, data, monkeypatch):

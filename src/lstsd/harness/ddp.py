@@ -98,6 +98,10 @@ def init_processes(device: str = "auto") -> tuple[Processes, str]:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
+        # Every process has finished joining before any goes on: one that fails at once (its data
+        # missing) would otherwise close its connections while another is still making them, and
+        # that one dies with gloo's "Connection closed by peer" traceback instead of its own error.
+        dist.barrier()
     return Processes(dist.get_rank(), dist.get_world_size(), local_rank), device
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -80,15 +81,22 @@ class Trainer:
         cfg: the run's configuration.
         task: data and model already built (the CLI and tests may pass one); default from ``cfg``.
         log: where one-line messages go (``None``: nowhere).
+        warn: where warnings go (a stored checkpoint unreadable, teachers that are mostly a uniform
+            pull): by default ``log``, prefixed ``warning:``, or stderr when ``log`` is ``None`` (the
+            runs of ``--jobs N``), so that no warning is lost.
     """
 
     def __init__(self, cfg: TrainConfig, *, task: Task | None = None,
-                 log: Callable[[str], None] | None = print) -> None:
+                 log: Callable[[str], None] | None = print, warn: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
         self.procs, device_name = init_processes(cfg.device)
         self.device = resolve_device(device_name)
         self.reports_epochs = log is not None and self.procs.main
         self.log = log if log is not None and self.procs.main else (lambda message: None)
+        if warn is None:
+            warn = ((lambda message: log(f"warning: {message}")) if log is not None else
+                    (lambda message: print(f"lstsd: warning: {message}", file=sys.stderr, flush=True)))
+        self.warn = warn if self.procs.main else (lambda message: None)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.run_dir = cfg.run_path()
 
@@ -206,7 +214,7 @@ class Trainer:
             raise FileNotFoundError(f"no checkpoint at {path}; start without --resume, or point at a run "
                                     f"directory that contains {CHECKPOINT}") from None
         if problem:
-            self.log(f"warning: {problem}; resuming from {used.name} (epoch {int(state['epoch']) + 1}) instead")
+            self.warn(f"{problem}; resuming from {used.name} (epoch {int(state['epoch']) + 1}) instead")
         saved, now = state["config"], self.cfg.to_dict()
         diff = config_differences(saved, now)
         # precision=auto resolved to what is asked now (fp32 on this CPU, say) is the same precision.
@@ -416,7 +424,7 @@ class Trainer:
             name, mass = low[0]
             fix = ("method_args.bank_format=sampled stores an unbiased estimate of the teacher instead"
                    if hasattr(self.method, "bank_settings") else "a larger method_args.bank_topk keeps more of it")
-            self.log(f"[{self.cfg.name}] warning: the {name} teacher's stored tokens hold {mass:.0f}% of its "
+            self.warn(f"[{self.cfg.name}] the {name} teacher's stored tokens hold {mass:.0f}% of its "
                      "probability; the rest, spread uniformly over the vocabulary, pulls the student toward uniform "
                      f"({fix})")
 

@@ -158,11 +158,12 @@ class BankSettings:
             the vocabulary, which a small LM's teacher leaves large (half its mass on average in
             ``docs/results.md``'s ``lm-quick`` run): a strong pull toward the uniform distribution.
             The sampled format is an unbiased estimate of the teacher.
-        bank_topk: k of the top-k format (per token: default 8).
+        bank_topk: k of the top-k format (per token: default 8, or the vocabulary size if smaller).
         bank_dtype: storage dtype of the probabilities.
         bank_device: ``None`` (per sample: beside the model; per token: host memory) or ``"cpu"``
             (pinned host memory, only a batch's rows copied to the model's device).
-        bank_samples: draws per token of the sampled format (default 16).
+        bank_samples: draws per token of the sampled format (default 16, or the vocabulary size if
+            smaller).
         per_token: one target per supervised token of each example (causal LMs) instead of one per sample.
 
     Example:
@@ -183,12 +184,15 @@ class BankSettings:
         if not isinstance(per_token, bool):
             raise ValueError(f"per_token must be True or False, got {per_token!r}")
         self.per_token = per_token
+        self._default_size = False   # per token, bank_topk / bank_samples left to their default
         self.dtype = resolve_bank_dtype(bank_dtype)
         if per_token:
             bank_format = bank_format or ("topk" if bank_topk is not None else "sampled")
             if bank_format not in TOKEN_FORMATS:
                 raise ValueError(f"per-token banks take bank_format in {TOKEN_FORMATS}, got {bank_format!r}: a dense "
                                  "row over a vocabulary does not fit")
+            # Defaults fit any vocabulary: make() lowers them to a smaller one's size.
+            self._default_size = (bank_topk if bank_format == "topk" else bank_samples) is None
             if bank_format == "topk":
                 bank_topk = DEFAULT_TOKEN_TOPK if bank_topk is None else bank_topk
                 check_int("bank_topk", bank_topk, 1)
@@ -215,6 +219,10 @@ class BankSettings:
         """A bank for ``num_samples`` samples (examples) over ``num_classes`` classes (tokens); per
         sample beside ``device`` unless ``bank_device="cpu"``, per token in host memory."""
         if self.per_token:
+            if self._default_size and self.format == "topk":
+                self.topk = min(DEFAULT_TOKEN_TOPK, num_classes)
+            elif self._default_size:
+                self.samples = min(DEFAULT_TOKEN_SAMPLES, num_classes)
             k = self.topk if self.format == "topk" else self.samples
             assert k is not None   # set in __init__
             return TokenBank(num_samples, num_classes, bank_format=self.format, k=k, dtype=self.dtype,
