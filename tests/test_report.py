@@ -150,3 +150,22 @@ def test_runs_evaluated_before_training_get_per_epoch_best_epoch_and_probe_table
     assert "| lm | lstsd | -0.200 ± 0.000 | 2 / 0 / 0 |" in probe_paired
     assert epoch_tables([RunRecord(Path("."), "vanilla", "resnet", "digits", 0, {"test_accuracy": 90.0},
                                    [{"epoch": 0, "test_accuracy": 90.0}], {})]) == []
+
+
+def test_a_language_model_run_s_settings_are_resolved_per_token():
+    # The harness builds a causal LM's method with per_token=True: its settings (bank_format=sampled,
+    # per-token only) resolve as such, and two arms differ only in what sets them apart.
+    from pathlib import Path
+
+    from lstsd.harness.report.grouping import differing_settings, run_settings
+    from lstsd.harness.rundir import RunRecord
+
+    def record(method_args: dict) -> RunRecord:
+        return RunRecord(Path("."), "lstsd", "smollm2-135m", "wordnet_definitions", 0, {}, [], {},
+                         config={"dataset": "wordnet_definitions", "model": "smollm2-135m", "method": "lstsd",
+                                 "method_args": method_args})
+    sampled = run_settings(record({"generation_epochs": 1, "bank_format": "sampled"}))
+    topk = run_settings(record({"generation_epochs": 1, "bank_format": "topk", "bank_topk": 8}))
+    assert sampled["method_args.per_token"] is True and sampled["method_args.bank_samples"] == 16
+    assert differing_settings([sampled, topk]) == ["method_args.bank_format", "method_args.bank_samples",
+                                                   "method_args.bank_topk"]

@@ -17,9 +17,10 @@ from collections.abc import Iterable
 from pathlib import Path  # noqa: F401 - the examples build RunRecords
 from typing import Any
 
-from ...methods import resolved_settings
+from ...methods import method_class, resolved_settings
 from ..config import RESUMABLE_CHANGES, TrainConfig
 from ..errors import ReportError
+from ..registry import dataset_entry
 from ..rundir import RunRecord, absolute
 
 __all__ = ["IGNORED_KEYS", "differing_settings", "group_runs", "matching_row", "run_settings"]
@@ -45,15 +46,25 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 _METHOD_DEFAULTS: dict[str, dict[str, Any]] = {}
 
 
-def _full_method_args(method: str, args: dict[str, Any]) -> dict[str, Any]:
-    """``args`` with the method's defaults filled in (so ``{}`` and the defaults written out compare equal)."""
-    key = method + json.dumps(args, sort_keys=True, default=str)
+def _full_method_args(method: str, args: dict[str, Any], *, sequences: bool = False) -> dict[str, Any]:
+    """``args`` with the method's defaults filled in (so ``{}`` and the defaults written out compare equal);
+    ``sequences``: a causal LM's run, whose method the harness built per token (``per_token=True``)."""
+    key = method + json.dumps(args, sort_keys=True, default=str) + str(sequences)
     if key not in _METHOD_DEFAULTS:
         try:
-            _METHOD_DEFAULTS[key] = dict(resolved_settings(method, args))
+            per_token = {"per_token": True} if sequences and method_class(method).takes_per_token else {}
+            _METHOD_DEFAULTS[key] = dict(resolved_settings(method, {**per_token, **args}))
         except ValueError:   # an old run's method that is gone or changed: compare what was written
             _METHOD_DEFAULTS[key] = dict(args)
     return _METHOD_DEFAULTS[key]
+
+
+def _is_generation(dataset: str) -> bool:
+    """Whether ``dataset`` is a text-generation data set (a causal LM's: methods built per token)."""
+    try:
+        return dataset_entry(dataset).kind == "text_generation"
+    except ValueError:   # a data set no longer registered
+        return False
 
 
 def run_settings(record: RunRecord) -> dict[str, Any]:
@@ -66,7 +77,8 @@ def run_settings(record: RunRecord) -> dict[str, Any]:
     config = {**TrainConfig().to_dict(), **record.config} if record.config else {}
     if config:
         config["method_args"] = _full_method_args(config.get("method", record.method),
-                                                  dict(config.get("method_args") or {}))
+                                                  dict(config.get("method_args") or {}),
+                                                  sequences=_is_generation(str(config.get("dataset"))))
     flat = {k: v for k, v in _flatten(config).items() if k.split(".")[0] not in IGNORED_KEYS}
     flat["data.sha256"] = record.data_source.get("sha256")
     return flat
