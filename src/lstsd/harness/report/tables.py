@@ -317,10 +317,11 @@ def epoch_tables(records: list[RunRecord], against: str | None = None) -> list[s
                                                                                  else [])
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for (model, row), runs in groups.items():
-            means = [_mean_of([_last(r, key, e + 1) for r in runs], ".3f") for e in epochs]
-            best_epoch = min(range(len(epochs)), key=lambda k: float(means[k]) if means[k] != "—" else math.inf)
-            if "test" in key:
-                means[best_epoch] = f"**{means[best_epoch]}**"
+            values = [[v for r in runs if (v := _last(r, key, e + 1)) is not None] for e in epochs]
+            means = [f"{statistics.mean(v):.3f}" if v else "—" for v in values]
+            if "test" in key and any(values):
+                lowest = min((k for k, v in enumerate(values) if v), key=lambda k: statistics.mean(values[k]))
+                means[lowest] = f"**{means[lowest]}**"
             cells = [model, row, _mean_of([r.before.get(key) for r in runs], ".3f"), *means]
             if "test" in key:
                 bests = [_best(r, key) for r in runs]
