@@ -194,10 +194,7 @@ class Method(nn.Module, abc.ABC):
                              "loss(logits, targets, indices, model=model, inputs=x)")
         if isinstance(logits, torch.Tensor) and logits.dim() == 3:
             return self._sequence_loss(epoch, logits, targets, indices, model, inputs, num_items_in_batch)
-        if self.accepts_sequences and getattr(self, "per_token", False):
-            raise ValueError(f"method {self.name!r} was built with per_token=True: pass a causal LM's B × T × V "
-                             "logits and B × T labels")
-        indices = self._check_batch(logits, targets, indices)
+        indices = self._check_rows(logits, targets, indices)
         loss, parts = self.compute_loss(epoch, logits, targets, indices, model=model, inputs=inputs)
         return self._keep(loss, parts)
 
@@ -229,10 +226,7 @@ class Method(nn.Module, abc.ABC):
         if logits.dim() == 3:
             rows, _, keys = self._token_rows(logits, targets, indices)
         else:
-            if self.accepts_sequences and getattr(self, "per_token", False):
-                raise ValueError(f"method {self.name!r} was built with per_token=True: pass a causal LM's B × T × V "
-                                 "logits and B × T labels")
-            rows, keys = logits, self._check_batch(logits, targets, indices)
+            rows, keys = logits, self._check_rows(logits, targets, indices)
         assert keys is not None
         self._record_initial(rows.detach(), keys)   # even with no rows: a collective under torch.distributed
 
@@ -241,6 +235,14 @@ class Method(nn.Module, abc.ABC):
         keys on their device); methods that declare ``needs_initial_pass`` implement it."""
         raise NotImplementedError(f"{type(self).__name__} declares needs_initial_pass but does not implement "
                                   "_record_initial")
+
+    def _check_rows(self, logits: torch.Tensor, targets: torch.Tensor,
+                    indices: torch.Tensor | None) -> torch.Tensor | None:
+        """:meth:`_check_batch` of ``B × C`` logits, refused for a method built per token."""
+        if self.accepts_sequences and getattr(self, "per_token", False):
+            raise ValueError(f"method {self.name!r} was built with per_token=True: pass a causal LM's B × T × V "
+                             "logits and B × T labels")
+        return self._check_batch(logits, targets, indices)
 
     def _token_rows(self, logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None,
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
