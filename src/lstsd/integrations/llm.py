@@ -13,9 +13,13 @@ Example (skipped where the model is not installed):
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
 import importlib.util
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -44,14 +48,9 @@ def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
     hf = import_framework("transformers", extra="llm")
     import_framework("gguf", extra="llm")
     folder = smollm2_path()
-    bars = hf.utils.logging.is_progress_bar_enabled()
-    hf.utils.logging.disable_progress_bar()      # a second of dequantising: its bars would flood run logs
-    try:
+    with _quiet_gguf_loading(hf):
         tokenizer = hf.AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_FILE)
         model = hf.AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_FILE, dtype=dtype)
-    finally:
-        if bars:
-            hf.utils.logging.enable_progress_bar()
     # The weights are dequantised (plain ``dtype`` tensors), but transformers still marks the model as
     # GGUF-quantised, and its Trainer then refuses to fine-tune it: clear the marks.
     model.is_quantized = False
@@ -59,6 +58,27 @@ def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _quiet_gguf_loading(hf: Any) -> Any:
+    """No progress bars while transformers reads a GGUF file: a second of dequantising would put two
+    bars in every run's log. Its own switch (``disable_progress_bar``) does not reach the GGUF reader,
+    which calls ``tqdm`` directly, so that name is wrapped with ``disable=True`` for the duration."""
+    bars = hf.utils.logging.is_progress_bar_enabled()
+    hf.utils.logging.disable_progress_bar()
+    with contextlib.ExitStack() as stack:
+        try:
+            reader = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+        except ImportError:                    # another layout of transformers: its bar shows, nothing worse
+            reader = None
+        if reader is not None and callable(getattr(reader, "tqdm", None)):
+            stack.enter_context(mock.patch.object(reader, "tqdm", functools.partial(reader.tqdm, disable=True)))
+        try:
+            yield
+        finally:
+            if bars:
+                hf.utils.logging.enable_progress_bar()
 
 
 def chat_example(tokenizer: Any, prompt: str, answer: str) -> dict[str, list[int]]:
