@@ -91,6 +91,37 @@ def test_non_finite_rows_never_reach_the_bank():
     assert torch.isfinite(after).all() and torch.equal(after[1], before[1]) and not torch.equal(after[0], before[0])
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_sampled_rows_of_non_finite_logits_are_drawn_but_never_stored(bad: float):
+    bank = TokenBank(6, V, bank_format="sampled", k=8)
+    keys, _ = write_batch(bank, [5, 0, 2])
+    before = bank.read(keys)[0]
+    logits = torch.randn(keys.numel(), V, generator=torch.Generator().manual_seed(7))
+    logits[1, 3] = bad
+    values, ids = bank.encode_logits(logits, temperature=2.0)
+    assert torch.isnan(values[1]).all() and torch.isfinite(values[[0, 2, 3, 4]]).all()
+    bank.store(keys, values, ids)
+    after = bank.read(keys)[0]
+    assert torch.isfinite(after.probs).all()
+    assert torch.equal(after.probs[1], before.probs[1]) and torch.equal(after.ids[1], before.ids[1])
+    assert not torch.equal(after.ids[0], before.ids[0])
+
+
+def test_a_masked_token_of_minus_infinity_leaves_a_finite_row_that_never_draws_it():
+    bank = TokenBank(6, V, bank_format="sampled", k=8)
+    logits = torch.zeros(3, V)
+    logits[:, 5:] = float("-inf")                   # five tokens left, each 1/5
+    values, ids = bank.encode_logits(logits, temperature=1.0)
+    assert torch.isfinite(values).all() and bool((ids[values > 0] < 5).all())
+
+
+def test_sampled_rows_from_logits_at_t_1_are_the_rows_from_their_softmax():
+    logits = torch.randn(5, V, generator=torch.Generator().manual_seed(3))
+    from_logits = TokenBank(6, V, bank_format="sampled", k=8).encode_logits(logits, temperature=1.0)
+    from_probs = TokenBank(6, V, bank_format="sampled", k=8).encode(torch.softmax(logits, dim=1))
+    assert all(torch.equal(a, b) for a, b in zip(from_logits, from_probs))
+
+
 def test_the_state_dict_holds_the_rows_in_use_and_loads_into_a_fresh_bank():
     bank = TokenBank(6, V, bank_format="sampled", k=8)
     keys, _ = write_batch(bank, [5, 0, 2])

@@ -176,7 +176,7 @@ class TokenBank(nn.Module):
         if self.format == "topk":
             values, ids = probs.topk(self.k, dim=1)
             return values.to(self.values.dtype), ids.to(torch.int32)
-        return self._sample(probs)
+        return self._sample(probs.clamp_min(0.0))
 
     def encode_logits(self, logits: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`encode` of ``softmax(logits / T)``; the top-k format needs no ``n × V`` softmax."""
@@ -186,7 +186,8 @@ class TokenBank(nn.Module):
             lse, _ = student_stats(logits, temperature)
             values = (top.float() / temperature - lse[:, None]).exp()
             return values.to(self.values.dtype), ids.to(torch.int32)
-        return self._sample(torch.softmax(logits.float() / temperature, dim=1))
+        scaled = logits if temperature == 1.0 else logits.float() / temperature    # no n × V copy at T = 1
+        return self._sample(torch.softmax(scaled, dim=1, dtype=torch.float32))
 
     def _sample(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``k`` draws per row, merged: each drawn token once, with (draws of it) / k; zeros after."""
@@ -195,10 +196,13 @@ class TokenBank(nn.Module):
         self.writes += 1
         if probs.shape[0] == 0:
             return probs.new_zeros(0, self.k).to(self.values.dtype), torch.zeros(0, self.k, dtype=torch.int32)
-        finite = torch.isfinite(probs).all(dim=1, keepdim=True)
-        # A non-finite row is not written (store); draw from a placeholder so multinomial accepts it.
-        safe = torch.where(finite, probs.clamp_min(0.0), torch.ones_like(probs))
-        drawn, _ = torch.multinomial(safe, self.k, replacement=True, generator=generator).sort(dim=1)
+        # A row of probabilities (each in [0, 1]) sums to a finite number iff every entry is finite:
+        # one reduction, where an elementwise check and a masked copy cost two n × V passes more.
+        finite = torch.isfinite(probs.sum(dim=1, keepdim=True))
+        if not bool(finite.all()):
+            # A non-finite row is not written (store); draw from a placeholder so multinomial accepts it.
+            probs = torch.where(finite, probs, torch.ones_like(probs))
+        drawn, _ = torch.multinomial(probs, self.k, replacement=True, generator=generator).sort(dim=1)
         first = torch.ones_like(drawn, dtype=torch.bool)
         first[:, 1:] = drawn[:, 1:] != drawn[:, :-1]
         group = first.long().cumsum(dim=1) - 1                     # slot of each draw's token
