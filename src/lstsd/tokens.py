@@ -197,7 +197,8 @@ class TokenBank(nn.Module):
         if probs.shape[0] == 0:
             return probs.new_zeros(0, self.k).to(self.values.dtype), torch.zeros(0, self.k, dtype=torch.int32)
         # A row of probabilities (each in [0, 1]) sums to a finite number iff every entry is finite:
-        # one reduction, where an elementwise check and a masked copy cost two n × V passes more.
+        # one reduction, where an elementwise check and a masked copy cost two n × V passes more. (The
+        # `if` reads a flag on the host, as store's checks do anyway for every write.)
         finite = torch.isfinite(probs.sum(dim=1, keepdim=True))
         if not bool(finite.all()):
             # A non-finite row is not written (store); draw from a placeholder so multinomial accepts it.

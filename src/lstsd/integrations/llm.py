@@ -17,6 +17,7 @@ import contextlib
 import functools
 import importlib
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -61,7 +62,7 @@ def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
 
 
 @contextlib.contextmanager
-def _quiet_gguf_loading(hf: Any) -> Any:
+def _quiet_gguf_loading(hf: Any) -> Iterator[None]:
     """No progress bars while transformers reads a GGUF file: a second of dequantising would put two
     bars in every run's log. Its own switch (``disable_progress_bar``) does not reach the GGUF reader,
     which calls ``tqdm`` directly, so that name is wrapped with ``disable=True`` for the duration."""
