@@ -208,7 +208,8 @@ def test_compare_runs_a_preset_s_named_arms(tmp_path, data, capsys):
                  "lstsd-quarter": {"method": "lstsd", "method_args": {"lambda_long": 0.6, "lambda_short": 1.0}}}}))
     assert cli.main(["compare", "--preset", str(preset), "--out", str(tmp_path / "cmp")]) == 0
     out = capsys.readouterr().out
-    assert "3 arms × 1 seeds" in out and "| lstsd (lambda_long=0.6, lambda_short=1.0) |" in out
+    assert "3 arms × 1 seeds" in out and "| lstsd-quarter |" in out and "| lstsd |" in out
+    assert "  lstsd-quarter = lstsd (lambda_long=0.6, lambda_short=1.0)" in out   # the rows' legend
     saved = yaml.safe_load((tmp_path / "cmp" / "lstsd-quarter-seed0" / "config.yaml").read_text())
     assert saved["method_args"]["lambda_long"] == 0.6 and saved["method_args"]["generation_epochs"] == 1
     assert cli.main(["compare", "--preset", str(preset), "--out", str(tmp_path / "cmp"), "--methods", "vanilla"]) == 0

@@ -112,6 +112,27 @@ def test_runs_of_an_unknown_method_compare_what_was_written(tmp_path):
     assert report.run_settings(records[0])["method_args.generation_epochs"] == 1
 
 
+def test_rows_of_a_preset_s_named_arms_are_labelled_by_the_arm(tmp_path):
+    # lm-study's runs are <arm>-seed<N>: a row reads lstsd-quarter, not lstsd's seven differing settings.
+    from lstsd.harness import cli
+    quarter = {"generation_epochs": 1, "lambda_long": 0.6, "lambda_short": 1.0}
+    for seed in (0, 1):
+        fake_run(tmp_path / f"vanilla-seed{seed}", "vanilla", seed, acc=80.0 + seed)
+        fake_run(tmp_path / f"lstsd-seed{seed}", "lstsd", seed, acc=82.0 + seed)
+        fake_run(tmp_path / f"lstsd-quarter-seed{seed}", "lstsd", seed, acc=84.0 + seed, method_args=quarter)
+    out = cli.report([str(tmp_path)], out_dir=str(tmp_path / "plots"), note=lambda _: None, against="vanilla")
+    assert "| lstsd-quarter | 84.50 ± 0.71 |" in out and "| lstsd | 82.50 ± 0.71 |" in out
+    assert "  lstsd-quarter = lstsd (lambda_long=0.6, lambda_short=1.0)" in out   # the legend
+    assert "  lstsd = lstsd (lambda_long=2.4, lambda_short=4.0)" in out
+    records = report.collect([tmp_path / "lstsd-seed0", tmp_path / "lstsd-quarter-seed0"])
+    for spec in ("lstsd-quarter", "lambda_long=0.6", "lambda_short=1.0"):   # the arm, or its settings
+        assert report.matching_row(records, spec) == "lstsd-quarter"
+    # A row whose runs were made for two arms has no one name: the method's rows keep their settings.
+    fake_run(tmp_path / "quarter-again-seed2", "lstsd", 2, acc=85.0, method_args=quarter)
+    rows = {r.row for r in report.collect(sorted(tmp_path.glob("*-seed*")))}
+    assert rows == {"vanilla", "lstsd (lambda_long=2.4, lambda_short=4.0)", "lstsd (lambda_long=0.6, lambda_short=1.0)"}
+
+
 def test_methods_with_their_own_settings_make_no_note_that_rows_differ():
     # vanilla has no settings of its own (resolved to {}), LSTSD has many: that is the methods
     # differing, not the runs; only a setting outside method_args is worth the caption's note.

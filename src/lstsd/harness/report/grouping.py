@@ -5,8 +5,10 @@ are read from each run's ``config.yaml``; the keys that never change a result
 (:data:`IGNORED_KEYS`: :data:`~lstsd.harness.config.RESUMABLE_CHANGES`, ``seed``, ``name``) are
 left out, and ``method_args`` are compared with the method's defaults filled in. Runs of one method
 whose settings differ get rows of their own, labelled by what differs, e.g. ``lstsd (lr=0.05)``.
-Two runs with the same settings *and* seed count once. :func:`matching_row` finds the row that a
-``--against`` spec names.
+Two runs with the same settings *and* seed count once. Where a preset named its arms (``lm-study``'s
+``lstsd-quarter``: run folders ``<arm>-seed<N>``), those rows are labelled by the arm's name instead
+and :attr:`~lstsd.harness.rundir.RunRecord.arm_settings` keeps what sets it apart (:func:`name_arms`).
+:func:`matching_row` finds the row that a ``--against`` spec names.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from ..config import RESUMABLE_CHANGES, TrainConfig
 from ..errors import ReportError
 from ..registry import dataset_entry
 from ..rundir import RunRecord, absolute
+from ..sweep import point_label
 
-__all__ = ["IGNORED_KEYS", "differing_settings", "group_runs", "matching_row", "run_settings"]
+__all__ = ["IGNORED_KEYS", "differing_settings", "group_runs", "matching_row", "name_arms", "run_settings"]
 
 # Config keys that never change a run's result, so runs that differ only there are averaged together.
 IGNORED_KEYS = frozenset(RESUMABLE_CHANGES | {"seed", "name"})
@@ -173,7 +176,54 @@ def group_runs(records: list[RunRecord]) -> tuple[list[RunRecord], list[str]]:
             continue
         first_of[identity] = r
         kept.append(r)
+    name_arms(kept, dict(zip(map(id, records), settings)), label_keys)
     return kept, notes
+
+
+def _arm_name(record: RunRecord) -> str | None:
+    """The arm a run was made for: its ``name`` less ``-seed<N>`` (``lstsd-quarter-seed1`` → ``lstsd-quarter``)."""
+    name = record.config.get("name") if record.config else None
+    suffix = f"-seed{record.seed}"
+    return name[:-len(suffix)] if isinstance(name, str) and name.endswith(suffix) and name != suffix else None
+
+
+def name_arms(records: list[RunRecord], settings: dict[int, dict[str, Any]], label_keys: dict[str, set[str]]) -> None:
+    """Label a method's rows by their arms' names where a preset named them, in place.
+
+    A method's rows (more than one: their settings differ) take their arm's name (``lstsd-quarter``
+    instead of ``lstsd (bank_format=sampled, …, lambda_long=0.6, …)``) when every run of a row was
+    made for one arm, the rows' arms are all different, and no arm's name spells its settings (a
+    sweep names its runs by their grid point, ``lstsd-lambda_long0.0``: those keep the settings, which
+    say the same more plainly). The settings go to each run's ``arm_settings``, for the tables'
+    legend. ``settings`` maps ``id(record)`` to its :func:`run_settings`; ``label_keys`` are the
+    settings each method's labels show.
+
+    Example:
+        >>> def run(arm, lam, seed):
+        ...     config = {"dataset": "d", "model": "m", "method": "lstsd", "name": f"{arm}-seed{seed}",
+        ...               "method_args": {"lambda_long": lam}}
+        ...     return RunRecord(Path("."), "lstsd", "m", "d", seed, {}, [], {}, config=config)
+        >>> rows, _ = group_runs([run("lstsd", 2.4, 0), run("lstsd-quarter", 0.6, 0), run("lstsd-quarter", 0.6, 1)])
+        >>> [(r.row, r.arm_settings) for r in rows][1:]
+        [('lstsd-quarter', 'lambda_long=0.6'), ('lstsd-quarter', 'lambda_long=0.6')]
+        >>> [r.row for r in group_runs([run("lstsd-lambda_long2.4", 2.4, 0), run("lstsd-lambda_long0.6", 0.6, 0)])[0]]
+        ['lstsd (lambda_long=2.4)', 'lstsd (lambda_long=0.6)']
+    """
+    by_method: dict[str, dict[str, set[str | None]]] = defaultdict(lambda: defaultdict(set))
+    for r in records:
+        if label_keys.get(r.method):
+            by_method[r.method][r.row].add(_arm_name(r))
+    for method, arms_of_row in by_method.items():
+        arms = [next(iter(names)) for names in arms_of_row.values() if len(names) == 1]
+        if len(arms) != len(arms_of_row) or None in arms or len(set(arms)) != len(arms):
+            continue
+        members = [r for r in records if r.method == method]
+        keys = sorted(label_keys[method])
+        if any(point_label(((k, settings[id(r)].get(k)),)) in str(_arm_name(r)) for r in members for k in keys):
+            continue
+        for r in members:
+            r.arm_settings = r.row.removeprefix(f"{method} (").removesuffix(")")
+            r.label = str(_arm_name(r))
 
 
 def differences_between_rows(records: list[RunRecord]) -> list[str]:
@@ -204,7 +254,7 @@ def _row_has(record: RunRecord, part: str) -> bool:
     """Whether a run has the setting ``part`` names: ``key=value`` (``key`` as in the row labels, e.g.
     ``lambda_long``, or in full, ``method_args.lambda_long``), or a bare value of any of its settings
     or its method's name (``teacher_student``)."""
-    label_parts = record.row.removeprefix(record.method).strip(" ()").split(", ")
+    label_parts = (record.arm_settings or record.row.removeprefix(record.method).strip(" ()")).split(", ")
     if part in label_parts:                     # as the label shows it (also for runs without a config)
         return True
     settings = {**run_settings(record), "method": record.method}
