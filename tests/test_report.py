@@ -127,6 +127,10 @@ def test_rows_of_a_preset_s_named_arms_are_labelled_by_the_arm(tmp_path):
     records = report.collect([tmp_path / "lstsd-seed0", tmp_path / "lstsd-quarter-seed0"])
     for spec in ("lstsd-quarter", "lambda_long=0.6", "lambda_short=1.0"):   # the arm, or its settings
         assert report.matching_row(records, spec) == "lstsd-quarter"
+    # One arm of a method alone (with vanilla) is named too: it says which LSTSD it is.
+    alone = cli.report([str(tmp_path / f"{arm}-seed{seed}") for arm in ("vanilla", "lstsd-quarter") for seed in (0, 1)],
+                       out_dir=str(tmp_path / "plots"), note=lambda _: None)
+    assert "| lstsd-quarter | 84.50 ± 0.71 |" in alone and "  lstsd-quarter = lstsd\n" in alone
     # A row whose runs were made for two arms has no one name: the method's rows keep their settings.
     fake_run(tmp_path / "quarter-again-seed2", "lstsd", 2, acc=85.0, method_args=quarter)
     rows = {r.row for r in report.collect(sorted(tmp_path.glob("*-seed*")))}

@@ -119,7 +119,7 @@ class RunRecord:
 
     ``label`` is the run's row name: its method, plus the settings that set it apart from other
     runs of that method when there are any (:func:`lstsd.harness.report.group_runs`), or the name of
-    the preset's arm it was made for, its settings then in ``arm_settings``; empty means the method.
+    the preset's arm it was made for (``arm``), its settings then in ``arm_settings``; empty means the method.
     """
 
     run_dir: Path
@@ -135,7 +135,8 @@ class RunRecord:
     label: str = ""
     data_source: dict[str, Any] = field(default_factory=dict)
     before: dict[str, float] = field(default_factory=dict)   # the task's evaluation before training (LMs)
-    arm_settings: str = ""   # what sets a row named by its arm apart ("lambda_long=0.6, lambda_short=1.0")
+    arm: str = ""            # the preset's arm the row is named by ("lstsd-quarter"), if it is
+    arm_settings: str = ""   # what sets it apart from its method's other rows ("lambda_long=0.6, lambda_short=1.0")
 
     @property
     def row(self) -> str:

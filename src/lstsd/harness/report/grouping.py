@@ -190,13 +190,13 @@ def _arm_name(record: RunRecord) -> str | None:
 def name_arms(records: list[RunRecord], settings: dict[int, dict[str, Any]], label_keys: dict[str, set[str]]) -> None:
     """Label a method's rows by their arms' names where a preset named them, in place.
 
-    A method's rows (more than one: their settings differ) take their arm's name (``lstsd-quarter``
-    instead of ``lstsd (bank_format=sampled, …, lambda_long=0.6, …)``) when every run of a row was
-    made for one arm, the rows' arms are all different, and no arm's name spells its settings (a
-    sweep names its runs by their grid point, ``lstsd-lambda_long0.0``: those keep the settings, which
-    say the same more plainly). The settings go to each run's ``arm_settings``, for the tables'
-    legend. ``settings`` maps ``id(record)`` to its :func:`run_settings`; ``label_keys`` are the
-    settings each method's labels show.
+    A method's rows take their arm's name (``lstsd-quarter`` instead of ``lstsd (bank_format=sampled,
+    …, lambda_long=0.6, …)``; ``lstsd-topk`` for the one LSTSD row of a report of it and vanilla)
+    when every run of a row was made for one arm, the rows' arms are all different, no arm's name
+    spells its settings (a sweep names its runs by their grid point, ``lstsd-lambda_long0.0``: those
+    keep the settings, which say the same more plainly), and no other row has that name. The
+    settings go to each run's ``arm_settings``, for the tables' legend. ``settings`` maps
+    ``id(record)`` to its :func:`run_settings`; ``label_keys`` are the settings each method's labels show.
 
     Example:
         >>> def run(arm, lam, seed):
@@ -206,24 +206,31 @@ def name_arms(records: list[RunRecord], settings: dict[int, dict[str, Any]], lab
         >>> rows, _ = group_runs([run("lstsd", 2.4, 0), run("lstsd-quarter", 0.6, 0), run("lstsd-quarter", 0.6, 1)])
         >>> [(r.row, r.arm_settings) for r in rows][1:]
         [('lstsd-quarter', 'lambda_long=0.6'), ('lstsd-quarter', 'lambda_long=0.6')]
+        >>> [r.row for r in group_runs([run("lstsd-quarter", 0.6, 0), run("lstsd-quarter", 0.6, 1)])[0]]
+        ['lstsd-quarter', 'lstsd-quarter']
         >>> [r.row for r in group_runs([run("lstsd-lambda_long2.4", 2.4, 0), run("lstsd-lambda_long0.6", 0.6, 0)])[0]]
         ['lstsd (lambda_long=2.4)', 'lstsd (lambda_long=0.6)']
     """
     by_method: dict[str, dict[str, set[str | None]]] = defaultdict(lambda: defaultdict(set))
     for r in records:
-        if label_keys.get(r.method):
-            by_method[r.method][r.row].add(_arm_name(r))
+        by_method[r.method][r.row].add(_arm_name(r))
+    named: dict[str, dict[str, str]] = {}        # method -> its rows' new names
     for method, arms_of_row in by_method.items():
         arms = [next(iter(names)) for names in arms_of_row.values() if len(names) == 1]
-        if len(arms) != len(arms_of_row) or None in arms or len(set(arms)) != len(arms):
+        if len(arms) != len(arms_of_row) or None in arms or len(set(arms)) != len(arms) or arms == [method]:
             continue
-        members = [r for r in records if r.method == method]
-        keys = sorted(label_keys[method])
-        if any(point_label(((k, settings[id(r)].get(k)),)) in str(_arm_name(r)) for r in members for k in keys):
+        keys = sorted(label_keys.get(method, ()))
+        if any(point_label(((k, settings[id(r)].get(k)),)) in str(_arm_name(r))
+               for r in records if r.method == method for k in keys):
             continue
-        for r in members:
-            r.arm_settings = r.row.removeprefix(f"{method} (").removesuffix(")")
-            r.label = str(_arm_name(r))
+        named[method] = {row: str(next(iter(names))) for row, names in arms_of_row.items()}
+    kept_rows = {r.row for r in records if r.method not in named}
+    proposed = [name for rows in named.values() for name in rows.values()]
+    for r in records:
+        rows = named.get(r.method)
+        if rows and len(set(proposed)) == len(proposed) and not kept_rows & set(proposed):
+            r.arm_settings = r.row.removeprefix(f"{r.method} (").removesuffix(")") if r.row != r.method else ""
+            r.label = r.arm = rows[r.row]
 
 
 def differences_between_rows(records: list[RunRecord]) -> list[str]:
@@ -254,7 +261,8 @@ def _row_has(record: RunRecord, part: str) -> bool:
     """Whether a run has the setting ``part`` names: ``key=value`` (``key`` as in the row labels, e.g.
     ``lambda_long``, or in full, ``method_args.lambda_long``), or a bare value of any of its settings
     or its method's name (``teacher_student``)."""
-    label_parts = (record.arm_settings or record.row.removeprefix(record.method).strip(" ()")).split(", ")
+    shown = record.arm_settings if record.arm else record.row.removeprefix(record.method).strip(" ()")
+    label_parts = shown.split(", ")
     if part in label_parts:                     # as the label shows it (also for runs without a config)
         return True
     settings = {**run_settings(record), "method": record.method}

@@ -187,9 +187,11 @@ def results_table(records: list[RunRecord], *, methods: list[str] | None = None,
     if differing:
         caption += ("\nnote: rows differ in more than the method: " + ", ".join(differing)
                     + " (see each run's config.yaml)")
-    legend = dict.fromkeys(f"  {r.row} = {r.method} ({r.arm_settings})" for r in records if r.arm_settings)
+    legend = dict.fromkeys(f"  {r.arm} = {r.method}" + (f" ({r.arm_settings})" if r.arm_settings else "")
+                           for r in records if r.arm)
     if legend:
-        caption += "\nrows named by the preset's arms, with the settings that set them apart:\n" + "\n".join(legend)
+        caption += ("\nrows named by the preset's arms (the method, and what sets the arm apart from the method's "
+                    "other rows here):\n" + "\n".join(legend))
     return caption + "\n\n" + "\n".join(lines)
 
 
