@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from typing import Any
 from .errors import ReportError
 
 __all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RESULTS", "RUN_FILES", "RunRecord", "absolute", "is_finished",
-           "is_run_dir", "read_config", "read_metrics", "read_results", "read_run", "resume_command", "resume_hint"]
+           "is_run_dir", "point_label", "read_config", "read_metrics", "read_results", "read_run", "resume_command",
+           "resume_hint"]
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -111,6 +113,18 @@ def epochs_done(run_dir: str | os.PathLike) -> str:
     except Exception:  # noqa: BLE001 - only for the note: an unreadable config shows "?"
         pass
     return f"{done}/{total} epochs done"
+
+
+def point_label(point: tuple[tuple[str, Any], ...]) -> str:
+    """A short, file-name-safe label of a sweep's grid point (the run folder's name part,
+    ``<method>-<label>-seed<N>``; defined here, beside the run layout, for the report to recognise it).
+
+    Example:
+        >>> point_label((("method_args.lambda_long", 2.4), ("lr", "1e-3 x")))
+        'lambda_long2.4-lr1e-3_x'
+    """
+    text = "-".join(f"{k.split('.')[-1]}{v}" for k, v in point)
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text)
 
 
 @dataclass

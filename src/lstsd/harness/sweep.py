@@ -29,7 +29,7 @@ import yaml
 
 from .errors import ConfigError
 from .metrics import metric_label
-from .rundir import read_results
+from .rundir import point_label, read_results
 
 __all__ = ["Axis", "grid_points", "parse_axis", "point_label", "point_overrides", "sweep_plot", "sweep_table"]
 
@@ -86,12 +86,6 @@ def grid_points(axes: list[Axis]) -> list[tuple[tuple[str, Any], ...]]:
 def point_overrides(point: tuple[tuple[str, Any], ...]) -> list[str]:
     """The ``--set`` overrides of a grid point."""
     return [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in point]
-
-
-def point_label(point: tuple[tuple[str, Any], ...]) -> str:
-    """A short, file-name-safe label of a grid point (the run folder's name part)."""
-    text = "-".join(f"{k.split('.')[-1]}{v}" for k, v in point)
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text)
 
 
 @dataclass

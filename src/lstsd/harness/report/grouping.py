@@ -23,8 +23,7 @@ from ...methods import method_class, resolved_settings
 from ..config import RESUMABLE_CHANGES, TrainConfig
 from ..errors import ReportError
 from ..registry import dataset_entry
-from ..rundir import RunRecord, absolute
-from ..sweep import point_label
+from ..rundir import RunRecord, absolute, point_label
 
 __all__ = ["IGNORED_KEYS", "differing_settings", "group_runs", "matching_row", "name_arms", "run_settings"]
 
