@@ -131,6 +131,11 @@ def test_rows_of_a_preset_s_named_arms_are_labelled_by_the_arm(tmp_path):
     alone = cli.report([str(tmp_path / f"{arm}-seed{seed}") for arm in ("vanilla", "lstsd-quarter") for seed in (0, 1)],
                        out_dir=str(tmp_path / "plots"), note=lambda _: None)
     assert "| lstsd-quarter | 84.50 ± 0.71 |" in alone and "  lstsd-quarter = lstsd\n" in alone
+    # A name that is already another row's stays with that row: label smoothing run as "vanilla-seed3"
+    # keeps its method's name.
+    fake_run(tmp_path / "other" / "vanilla-seed3", "label_smoothing", 3, acc=81.0)
+    mixed = report.collect([tmp_path / "vanilla-seed0", tmp_path / "other" / "vanilla-seed3"])
+    assert [r.row for r in mixed] == ["vanilla", "label_smoothing"]
     # A row whose runs were made for two arms has no one name: the method's rows keep their settings.
     fake_run(tmp_path / "quarter-again-seed2", "lstsd", 2, acc=85.0, method_args=quarter)
     rows = {r.row for r in report.collect(sorted(tmp_path.glob("*-seed*")))}
